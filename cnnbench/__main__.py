@@ -1,0 +1,5 @@
+"""`python -m cnnbench` = the `cnnbench` command (torchrun needs a module to start)."""
+
+from cnnbench.run import main
+
+main()

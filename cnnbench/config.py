@@ -1,0 +1,82 @@
+"""Config helpers: resolvers the YAML files use, and range checks run before any data loads."""
+
+import math
+import numbers
+
+from omegaconf import DictConfig, OmegaConf
+
+from cnnbench.errors import CnnbenchError
+
+
+def _steps(epochs: float, *, _root_: DictConfig) -> int:
+    # Schedulers step once per batch; configs speak in epochs, which this turns into steps.
+    return max(1, round(float(epochs) * _root_.steps_per_epoch))
+
+
+def _decay_steps(*, _root_: DictConfig) -> int:
+    # The steps a scheduler runs after warmup, so that e.g. cosine reaches eta_min at the end.
+    return max(1, round((_root_.epochs - _root_.warmup_epochs) * _root_.steps_per_epoch))
+
+
+def register_resolvers() -> None:
+    """Make ${steps:EPOCHS} and ${decay_steps:} available to every config."""
+    OmegaConf.register_new_resolver("steps", _steps, replace=True)
+    OmegaConf.register_new_resolver("decay_steps", _decay_steps, replace=True)
+
+
+# (key, lowest, highest, lowest allowed?, highest allowed?, must be an integer?)
+_RANGES = [
+    ("epochs", 1, math.inf, True, False, True),
+    ("batch_size", 1, math.inf, True, False, True),
+    ("seed", 0, math.inf, True, False, True),
+    ("num_workers", 0, math.inf, True, False, True),
+    ("log_every", 1, math.inf, True, False, True),
+    ("label_smoothing", 0, 1, True, False, False),
+    ("grad_clip", 0, math.inf, True, False, False),
+    ("warmup_epochs", 0, math.inf, True, False, False),
+    ("optimizer.lr", 0, math.inf, False, False, False),
+    ("optimizer.momentum", 0, 1, True, False, False),
+    ("optimizer.weight_decay", 0, math.inf, True, False, False),
+    ("data.val_fraction", 0, 1, False, False, False),
+    ("data.train_limit", 1, math.inf, True, False, True),
+    ("data.num_train", 1, math.inf, True, False, True),
+    ("data.num_val", 1, math.inf, True, False, True),
+    ("data.num_classes", 2, math.inf, True, False, True),
+]
+
+
+def _describe(low: float, high: float, low_ok: bool, high_ok: bool, integer: bool) -> str:
+    kind = "an integer" if integer else "a number"
+    if high == math.inf:
+        return f"{kind} {'>=' if low_ok else '>'} {low}"
+    return f"{kind} in {'[' if low_ok else '('}{low}, {high}{']' if high_ok else ')'}"
+
+
+def _missing_keys(cfg: DictConfig, prefix: str = ""):
+    # OmegaConf.missing_keys resolves interpolations, and ours need steps_per_epoch (set later).
+    for key in cfg:
+        if OmegaConf.is_missing(cfg, key):
+            yield f"{prefix}{key}"
+        elif not OmegaConf.is_interpolation(cfg, key) and isinstance(cfg[key], DictConfig):
+            yield from _missing_keys(cfg[key], f"{prefix}{key}.")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise CnnbenchError naming the first key that is missing or out of its allowed range."""
+    missing = sorted(set(_missing_keys(cfg)) - {"steps_per_epoch"})
+    if missing:
+        raise CnnbenchError(f"{missing[0]} is required: set it on the command line, e.g. {missing[0]}=VALUE")
+    for key, low, high, low_ok, high_ok, integer in _RANGES:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None:
+            continue
+        allowed = _describe(low, high, low_ok, high_ok, integer)
+        is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if not is_number or (integer and not float(value).is_integer()):
+            raise CnnbenchError(f"{key}={value!r} is not {allowed}")
+        above_low = value >= low if low_ok else value > low
+        below_high = value <= high if high_ok else value < high
+        if not (above_low and below_high):
+            raise CnnbenchError(f"{key}={value} is out of range: must be {allowed}")
+    if cfg.warmup_epochs >= cfg.epochs and cfg.warmup_epochs > 0:
+        raise CnnbenchError(f"warmup_epochs={cfg.warmup_epochs} must be less than epochs={cfg.epochs}")

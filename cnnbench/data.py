@@ -1,0 +1,436 @@
+"""Datasets: find them on disk, load them, and serve normalised batches to the training loop.
+
+Two ways to serve batches, chosen by `data.loader`:
+- `memory` (MNIST, Fashion-MNIST, CIFAR-10, fake): the whole split is one uint8 tensor on the
+  training device; each batch is gathered, augmented, converted and normalised there. Per-sample
+  PIL transforms in a DataLoader cost about as much as LeNet's whole compute on a 2-core CPU.
+- `torch`: a standard DataLoader with per-sample transforms and worker processes, for
+  ImageFolder trees that need decoding from disk (and for comparison on the small datasets).
+"""
+
+import gzip
+import math
+import pickle
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from omegaconf import DictConfig
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision.transforms import v2
+
+from cnnbench.errors import CnnbenchError
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck"]
+
+# The four IDX files of MNIST and Fashion-MNIST (same names for both), by split.
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "val": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+IDX_DATASETS = {  # our name -> torchvision class (its folder name and download mirrors)
+    "mnist": torchvision.datasets.MNIST,
+    "fashion_mnist": torchvision.datasets.FashionMNIST,
+}
+
+
+@dataclass
+class Data:
+    """What a run needs from its dataset: the two batch streams and what the model must match."""
+
+    train: "MemoryLoader | DataLoader"
+    val: "MemoryLoader | DataLoader"
+    classes: list[str]
+    in_channels: int
+    image_size: tuple[int, int]  # height, width of the batches the model sees
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+class MemoryLoader:
+    """Batches from one uint8 image tensor held on the training device.
+
+    Augmentation draws its own random numbers for every image (torchvision's v2 random
+    transforms draw one set per call, which on a batch means one crop for all images).
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
+                 mean: Sequence[float], std: Sequence[float], shuffle: bool, seed: int = 0,
+                 crop_padding: int = 0, hflip: bool = False,
+                 resize: tuple[int, int] | None = None) -> None:
+        self.images, self.labels = images, labels  # uint8 N x C x H x W, int64 N
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.crop_padding, self.hflip, self.resize = crop_padding, hflip, resize
+        # (x / 255 - mean) / std as one multiply-add per pixel
+        std_t = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
+        self.scale = 1 / (255 * std_t)
+        self.shift = -torch.tensor(mean, device=images.device).view(1, -1, 1, 1) / std_t
+        self.epoch = 0
+        # Training drops the last partial batch (a batch of 1 breaks BatchNorm); evaluation keeps all.
+        self.drop_last = shuffle and len(labels) > batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose shuffle and augmentation to replay (deterministic per seed and epoch)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        count = len(self.labels) / self.batch_size
+        return math.floor(count) if self.drop_last else math.ceil(count)
+
+    def __iter__(self) -> Iterator[Batch]:
+        device = self.images.device
+        # One generator per epoch: resuming at any epoch replays exactly the same batches.
+        generator = torch.Generator(device=device).manual_seed(epoch_seed(self.seed, self.epoch))
+        count = len(self.labels)
+        if self.shuffle:
+            order = torch.randperm(count, generator=generator, device=device)
+        else:
+            order = torch.arange(count, device=device)
+        for batch in range(len(self)):
+            index = order[batch * self.batch_size:(batch + 1) * self.batch_size]
+            images = self.images[index]
+            if self.crop_padding:
+                images = random_crop(images, self.crop_padding, generator)
+            if self.hflip:
+                images = random_hflip(images, generator)
+            images = images.float() * self.scale + self.shift
+            if self.resize and tuple(images.shape[-2:]) != self.resize:
+                images = F.interpolate(images, size=self.resize, mode="bilinear", align_corners=False)
+            yield images, self.labels[index]
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A distinct, reproducible random seed for each (run seed, epoch) pair."""
+    return seed * 1_000_003 + epoch
+
+
+def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero-pad each image by `padding` and cut a random crop of the original size from each."""
+    count, channels, height, width = images.shape
+    padded = F.pad(images, (padding,) * 4)
+    top = torch.randint(0, 2 * padding + 1, (count, 1, 1, 1), generator=generator, device=images.device)
+    left = torch.randint(0, 2 * padding + 1, (count, 1, 1, 1), generator=generator, device=images.device)
+    # Gather rows, then columns: every image gets its own window, and none reads past the padding.
+    rows = (top + torch.arange(height, device=images.device).view(1, 1, -1, 1))
+    padded = padded.gather(2, rows.expand(count, channels, height, padded.shape[3]))
+    cols = (left + torch.arange(width, device=images.device).view(1, 1, 1, -1))
+    return padded.gather(3, cols.expand(count, channels, height, width))
+
+
+def random_hflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror a random half of the images left to right."""
+    flip = torch.rand(len(images), generator=generator, device=images.device) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
+
+
+class TensorImages(Dataset):
+    """Per-sample access to uint8 image tensors, for the DataLoader path on the small datasets."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: v2.Transform) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.images[index]), int(self.labels[index])
+
+
+def sample_transform(cfg: DictConfig, train: bool, size: tuple[int, int],
+                     native: tuple[int, int] | None = None) -> v2.Compose:
+    """Per-sample transforms for the DataLoader path: the same steps the memory path batches.
+
+    `native` is the stored images' size when they all share one (crop there, resize last, as
+    MemoryLoader does); without it (ImageFolder) images are resized to `size` first.
+    """
+    crop_size = native or size
+    steps: list[v2.Transform] = [v2.ToImage()]
+    if native is None:
+        steps.append(v2.Resize(size, antialias=True))
+    if train and cfg.augment.crop_padding:
+        steps.append(v2.RandomCrop(crop_size, padding=cfg.augment.crop_padding))
+    if train and cfg.augment.hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(cfg.mean), list(cfg.std))]
+    if native is not None and native != size:
+        steps.append(v2.Resize(size, antialias=False))  # bilinear on floats, as MemoryLoader
+    return v2.Compose(steps)
+
+
+# ---------------------------------------------------------------- reading datasets from disk
+
+def read_idx(path: Path) -> torch.Tensor:
+    """Read an IDX file of unsigned bytes (the MNIST format), gzip-compressed or not."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as file:
+            raw = file.read()
+    except (OSError, EOFError) as error:
+        raise CnnbenchError(f"cannot read {path}: {error}") from None
+    # Header: two zero bytes, a type code (0x08 = unsigned byte), the number of dimensions,
+    # then one big-endian 32-bit size per dimension.
+    if len(raw) < 4 or raw[0:2] != b"\0\0" or raw[2] != 0x08 or not 1 <= raw[3] <= 4:
+        raise CnnbenchError(f"{path} is not an IDX file of unsigned bytes (bad header)")
+    ndim = raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    body = raw[4 + 4 * ndim:]
+    if len(body) != math.prod(shape):
+        raise CnnbenchError(f"{path} is truncated or damaged: header says {shape}, "
+                            f"found {len(body)} bytes of data; replace the file")
+    return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(shape)
+
+
+def _find_idx_folder(folders: list[Path]) -> Path | None:
+    names = [name for pair in IDX_FILES.values() for name in pair]
+    for folder in folders:
+        if all((folder / name).exists() or (folder / f"{name}.gz").exists() for name in names):
+            return folder
+    return None
+
+
+def _idx_file(folder: Path, name: str) -> Path:
+    return folder / name if (folder / name).exists() else folder / f"{name}.gz"
+
+
+def load_idx_dataset(cfg: DictConfig) -> tuple[dict[str, Batch], list[str]]:
+    """MNIST or Fashion-MNIST as uint8 tensors, from a local copy or a download."""
+    dataset_class = IDX_DATASETS[cfg.name]
+    root = Path(cfg.root).expanduser().absolute()
+    own = root / dataset_class.__name__  # torchvision's layout: root/MNIST/raw/...
+    folders = [own / "raw", own, root] + [Path(d) for d in cfg.get("search_dirs") or []]
+    folder = _find_idx_folder(folders)
+    if folder is None and cfg.download:
+        _download(lambda: dataset_class(str(root), train=True, download=True), cfg.name, root)
+        folder = _find_idx_folder(folders)
+    if folder is None:
+        raise CnnbenchError(
+            f"{cfg.name}: files not found: expected {', '.join(IDX_FILES['train'] + IDX_FILES['val'])} "
+            f"(.gz or extracted) in {own / 'raw'}, {root}"
+            + "".join(f" or {d}" for d in cfg.get("search_dirs") or [])
+            + "; set data.root=DIR to where they are, or data.download=true with internet access")
+    splits = {}
+    for split, (images_name, labels_name) in IDX_FILES.items():
+        images = read_idx(_idx_file(folder, images_name))
+        labels = read_idx(_idx_file(folder, labels_name)).long()
+        if images.ndim != 3 or len(images) != len(labels):
+            raise CnnbenchError(f"{folder}: {images_name} holds {tuple(images.shape)} images but "
+                                f"{labels_name} holds {len(labels)} labels")
+        splits[split] = (images.unsqueeze(1), labels)  # add the channel axis
+    return splits, [str(name) for name in dataset_class.classes]
+
+
+def _download(fetch, name: str, root: Path) -> None:
+    try:
+        fetch()
+    except Exception as error:  # torchvision raises URLError, RuntimeError, OSError...
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CnnbenchError(f"{name}: not found under {root} and the download failed ({first_line}); "
+                            "put the files there (see README, 'Offline data') or set data.root") from None
+
+
+def _read_cifar_batch(path: Path) -> Batch:
+    # These are Python pickles, as published: load only files you trust, as with torchvision.
+    try:
+        with open(path, "rb") as file:
+            entry = pickle.load(file, encoding="bytes")
+        data, labels = entry[b"data"], entry.get(b"labels", entry.get(b"fine_labels"))
+        images = torch.as_tensor(data, dtype=torch.uint8)
+    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as error:
+        raise CnnbenchError(f"{path} is not a readable CIFAR-10 batch ({error}); replace the file") from None
+    if images.ndim != 2 or images.shape[1] != 3 * 32 * 32 or len(labels) != len(images):
+        raise CnnbenchError(f"{path}: expected N x 3072 pixels and N labels, found "
+                            f"{tuple(images.shape)} and {len(labels)} labels")
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    if len(labels) and (labels.min() < 0 or labels.max() > 9):
+        raise CnnbenchError(f"{path}: labels must be in 0..9, found {labels.min()}..{labels.max()}")
+    return images.view(-1, 3, 32, 32), labels
+
+
+def load_cifar10(cfg: DictConfig) -> tuple[dict[str, Batch], list[str]]:
+    """CIFAR-10 from its python batches, checked by content rather than by md5.
+
+    torchvision's CIFAR10 class rejects any batch whose md5 differs from the published one,
+    even with identical pixels and labels, so the batches are read here instead.
+    """
+    root = Path(cfg.root).expanduser().absolute()
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    candidates = [root / "cifar-10-batches-py", root]
+    folder = next((c for c in candidates if all((c / n).exists() for n in names)), None)
+    if folder is None and cfg.download:
+        _download(lambda: torchvision.datasets.CIFAR10(str(root), train=True, download=True),
+                  cfg.name, root)
+        folder = next((c for c in candidates if all((c / n).exists() for n in names)), None)
+    if folder is None:
+        raise CnnbenchError(f"cifar10: files not found: expected {', '.join(names)} in "
+                            f"{candidates[0]}; set data.root=DIR to the folder that holds "
+                            "cifar-10-batches-py, or data.download=true with internet access")
+    train = [_read_cifar_batch(folder / name) for name in names[:5]]
+    splits = {"train": (torch.cat([b[0] for b in train]), torch.cat([b[1] for b in train])),
+              "val": _read_cifar_batch(folder / "test_batch")}
+    return splits, CIFAR10_CLASSES
+
+
+def make_fake(cfg: DictConfig, seed: int) -> tuple[dict[str, Batch], list[str]]:
+    """Random images whose class sets their average pattern: learnable, fast, no files."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = (cfg.in_channels, cfg.image_size, cfg.image_size)
+    patterns = torch.rand((cfg.num_classes, *shape), generator=generator) * 255
+    splits = {}
+    for split, count in (("train", cfg.num_train), ("val", cfg.num_val)):
+        labels = torch.randint(0, cfg.num_classes, (count,), generator=generator)
+        noise = torch.randn((count, *shape), generator=generator) * 40
+        splits[split] = ((patterns[labels] + noise).clamp(0, 255).to(torch.uint8), labels)
+    return splits, [f"class_{i}" for i in range(cfg.num_classes)]
+
+
+# ---------------------------------------------------------------- ImageFolder trees
+
+def _open_image(path: str, mode: str) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert(mode)  # palette, RGBA and greyscale files all become `mode`
+
+
+def _image_folder(folder: Path, mode: str) -> torchvision.datasets.ImageFolder:
+    try:
+        return torchvision.datasets.ImageFolder(str(folder), loader=partial(_open_image, mode=mode))
+    except (FileNotFoundError, OSError) as error:
+        raise CnnbenchError(f"data.root: {str(error).splitlines()[0]}; expected "
+                            f"{folder}/<class name>/<image files>") from None
+
+
+def stratified_split(targets: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Split indices into train/val keeping each class's share; at least one of each per class."""
+    generator = torch.Generator().manual_seed(seed)
+    by_class: dict[int, list[int]] = {}
+    for index, target in enumerate(targets):
+        by_class.setdefault(target, []).append(index)
+    train, val = [], []
+    for target in sorted(by_class):
+        indices = by_class[target]
+        shuffled = [indices[i] for i in torch.randperm(len(indices), generator=generator).tolist()]
+        n_val = min(max(1, round(len(indices) * val_fraction)), len(indices) - 1)
+        val += shuffled[:n_val]
+        train += shuffled[n_val:]
+    return sorted(train), sorted(val)
+
+
+def build_image_folder(cfg: DictConfig, batch_size: int, seed: int, num_workers: int,
+                       device: torch.device) -> Data:
+    """A DataLoader pair over an ImageFolder tree, already split or split here by class."""
+    root = Path(cfg.root).expanduser().absolute()
+    if not root.is_dir():
+        raise CnnbenchError(f"data.root={cfg.root}: no such folder")
+    mode = "L" if cfg.grayscale else "RGB"
+    size = (cfg.image_size, cfg.image_size) if isinstance(cfg.image_size, int) else tuple(cfg.image_size)
+    val_dir = next((root / name for name in ("val", "test") if (root / name).is_dir()), None)
+    if (root / "train").is_dir():
+        if val_dir is None:
+            raise CnnbenchError(f"data.root={root} has train/ but no val/ or test/ folder beside it")
+        train_set, val_set = _image_folder(root / "train", mode), _image_folder(val_dir, mode)
+        if train_set.classes != val_set.classes:
+            raise CnnbenchError(f"{root / 'train'} and {val_dir} hold different class folders: "
+                                f"{train_set.classes} vs {val_set.classes}")
+        train_indices, val_indices = list(range(len(train_set))), list(range(len(val_set)))
+    else:
+        train_set, val_set = _image_folder(root, mode), _image_folder(root, mode)
+        train_indices, val_indices = stratified_split(train_set.targets, cfg.val_fraction, seed)
+    if cfg.train_limit:
+        train_indices = train_indices[:cfg.train_limit]
+    if len(train_set.classes) < 2:
+        raise CnnbenchError(f"data.root={root} has {len(train_set.classes)} class folder "
+                            f"({', '.join(train_set.classes)}); classification needs at least 2")
+    train_set.transform = sample_transform(cfg, train=True, size=size)
+    val_set.transform = sample_transform(cfg, train=False, size=size)
+    loaders = [_data_loader(Subset(dataset, indices), batch_size, shuffle, seed, num_workers, device)
+               for dataset, indices, shuffle in ((train_set, train_indices, True),
+                                                 (val_set, val_indices, False))]
+    return Data(loaders[0], loaders[1], train_set.classes, 1 if cfg.grayscale else 3, size)
+
+
+class _EpochSampler(torch.utils.data.Sampler):
+    """Shuffles with a seed per epoch, so a resumed run replays the same order."""
+
+    def __init__(self, count: int, seed: int) -> None:
+        self.count, self.seed, self.epoch = count, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        return iter(torch.randperm(self.count, generator=generator).tolist())
+
+
+class EpochDataLoader(DataLoader):
+    """A DataLoader whose shuffle order is chosen by `set_epoch`, like MemoryLoader's."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose shuffle order to replay."""
+        if isinstance(self.sampler, _EpochSampler):
+            self.sampler.set_epoch(epoch)
+
+
+def _data_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int,
+                 device: torch.device) -> EpochDataLoader:
+    return EpochDataLoader(
+        dataset, batch_size=batch_size,
+        sampler=_EpochSampler(len(dataset), seed) if shuffle else None,
+        drop_last=shuffle and len(dataset) > batch_size,  # as MemoryLoader: no batch of 1 in training
+        num_workers=num_workers, persistent_workers=num_workers > 0,
+        pin_memory=device.type == "cuda")
+
+
+# ---------------------------------------------------------------- entry point
+
+LOADERS = {"mnist": load_idx_dataset, "fashion_mnist": load_idx_dataset, "cifar10": load_cifar10}
+
+
+def build_data(cfg: DictConfig, *, batch_size: int, seed: int, device: torch.device,
+               num_workers: int = 0) -> Data:
+    """Load the dataset `cfg` names and wrap it in the batch streams `cfg.loader` asks for."""
+    if cfg.name == "imagefolder":
+        return build_image_folder(cfg, batch_size, seed, num_workers, device)
+    if cfg.name == "fake":
+        splits, classes = make_fake(cfg, seed)
+    elif cfg.name in LOADERS:
+        splits, classes = LOADERS[cfg.name](cfg)
+    else:
+        raise CnnbenchError(f"data.name={cfg.name!r} is not a dataset cnnbench knows; "
+                            f"use one of {', '.join(sorted([*LOADERS, 'fake', 'imagefolder']))}")
+    if cfg.train_limit:
+        splits["train"] = tuple(tensor[:cfg.train_limit] for tensor in splits["train"])
+    channels = splits["train"][0].shape[1]
+    for key in ("mean", "std"):
+        if len(cfg[key]) != channels:
+            raise CnnbenchError(f"data.{key} has {len(cfg[key])} values; {cfg.name} images have "
+                                f"{channels} channel(s): give one value per channel")
+    native = tuple(splits["train"][0].shape[-2:])
+    resize = (cfg.resize, cfg.resize) if isinstance(cfg.resize, int) else tuple(cfg.resize or native)
+    if cfg.loader == "memory":
+        streams = [
+            MemoryLoader(images.to(device), labels.to(device), batch_size, mean=list(cfg.mean),
+                         std=list(cfg.std), shuffle=train, seed=seed, resize=resize,
+                         crop_padding=cfg.augment.crop_padding if train else 0,
+                         hflip=cfg.augment.hflip and train)
+            for (images, labels), train in ((splits["train"], True), (splits["val"], False))]
+    elif cfg.loader == "torch":
+        streams = [
+            _data_loader(TensorImages(images, labels, sample_transform(cfg, train, resize, native)),
+                         batch_size, train, seed, num_workers, device)
+            for (images, labels), train in ((splits["train"], True), (splits["val"], False))]
+    else:
+        raise CnnbenchError(f"data.loader={cfg.loader!r}: use memory or torch")
+    return Data(streams[0], streams[1], classes, channels, resize)

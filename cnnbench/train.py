@@ -1,0 +1,238 @@
+"""The training loop: `train(cfg, run_dir)` reads top to bottom; the helpers below it are small."""
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from cnnbench.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json
+from cnnbench.config import check_config
+from cnnbench.data import build_data
+from cnnbench.errors import CnnbenchError
+
+log = logging.getLogger("cnnbench")
+
+
+def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Train cfg.model on cfg.data; leave checkpoints, TensorBoard events and metrics.json in run_dir."""
+    run_dir = Path(run_dir)
+    check_config(cfg)  # bad values fail here, before any data is loaded
+    resume_from = find_resume_checkpoint(cfg.resume, run_dir)
+    device = select_device(cfg.device)
+    seed_everything(cfg.seed)
+
+    data = build_data(cfg.data, batch_size=cfg.batch_size, seed=cfg.seed, device=device,
+                      num_workers=cfg.num_workers)
+    model = instantiate(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels,
+                        image_size=list(data.image_size), _convert_="all").to(device)
+    cfg.steps_per_epoch = len(data.train)  # the scheduler configs count in these steps
+    optimizer, scheduler = build_optimizer(cfg, model)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    state = {"epoch": 0, "best_val_acc": -1.0, "best_epoch": 0, "history": [], "wall_time_s": 0.0}
+    if resume_from:
+        state = resume(resume_from, model, optimizer, scheduler)
+        log.info("resuming from %s after epoch %d", resume_from, state["epoch"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(OmegaConf.to_container(cfg, resolve=True), run_dir / "config.json")
+    writer = SummaryWriter(log_dir=str(run_dir))
+    parameters = sum(p.numel() for p in model.parameters())
+    log.info("run folder: %s", run_dir.absolute())
+    log.info("%s on %s: %s parameters, %d classes, %s images on %s", model_name(cfg), cfg.data.name,
+             f"{parameters:,}", data.num_classes, "x".join(map(str, data.image_size)), device)
+
+    for epoch in range(state["epoch"], cfg.epochs):
+        epoch_start = time.perf_counter()
+        model.train()
+        data.train.set_epoch(epoch)  # shuffle and augmentation depend only on (seed, epoch)
+        # Sums stay on the device: reading them (.item()) would wait for the device every step.
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        bar = tqdm(data.train, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None)
+        for step, (images, labels) in enumerate(bar):
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            outputs = model(images)
+            loss, logits = classification_loss(outputs, labels, criterion, cfg.aux_loss_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()  # every scheduler here counts optimizer steps, not epochs
+            loss_sum += loss.detach() * len(labels)
+            correct += (logits.argmax(1) == labels).sum()
+            seen += len(labels)
+            if step % cfg.log_every == 0:
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
+        train_loss, train_acc = loss_sum.item() / seen, correct.item() / seen
+        train_time = time.perf_counter() - epoch_start
+
+        val = evaluate(model, data.val, device)
+        epoch_time = time.perf_counter() - epoch_start
+        record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
+                  "val_loss": val["loss"], "val_acc": val["acc"], "lr": optimizer.param_groups[0]["lr"],
+                  "images_per_sec": seen / train_time, "epoch_time_s": epoch_time}
+        state["history"].append(record)
+        state["epoch"] = epoch + 1
+        state["wall_time_s"] += epoch_time
+        for key in ("loss", "acc"):
+            writer.add_scalar(f"train/{key}", record[f"train_{key}"], epoch + 1)
+            writer.add_scalar(f"val/{key}", record[f"val_{key}"], epoch + 1)
+        writer.add_scalar("lr", record["lr"], epoch + 1)
+        writer.add_scalar("perf/images_per_sec", record["images_per_sec"], epoch + 1)
+        writer.add_scalar("perf/epoch_time_s", epoch_time, epoch + 1)
+        writer.flush()
+        log.info("epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  %.0f img/s  %.1f s",
+                 epoch + 1, cfg.epochs, train_loss, train_acc, val["loss"], val["acc"],
+                 record["images_per_sec"], epoch_time)
+
+        checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "scheduler": scheduler.state_dict(), "rng": rng_state(),
+                      "config": OmegaConf.to_container(cfg, resolve=True), "classes": data.classes,
+                      "in_channels": data.in_channels, "image_size": list(data.image_size), **state}
+        if val["acc"] > state["best_val_acc"]:
+            state["best_val_acc"], state["best_epoch"] = val["acc"], epoch + 1
+            checkpoint.update(best_val_acc=val["acc"], best_epoch=epoch + 1)
+            save_checkpoint(checkpoint, run_dir / "best.pt")
+        save_checkpoint(checkpoint, run_dir / "last.pt")
+        write_json(summarise(cfg, state, parameters, device, finished=False), run_dir / "metrics.json")
+
+    writer.close()
+    metrics = summarise(cfg, state, parameters, device, finished=True)
+    write_json(metrics, run_dir / "metrics.json")
+    log.info("best val acc %.4f at epoch %d; final %.4f. Checkpoints: %s", metrics["best_val_acc"],
+             metrics["best_epoch"], metrics["final_val_acc"], run_dir.absolute())
+    return metrics
+
+
+def classification_loss(outputs: torch.Tensor | tuple[torch.Tensor, ...], labels: torch.Tensor,
+                        criterion: nn.Module, aux_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss and main logits; auxiliary heads (GoogLeNet in training) add aux_weight x their loss."""
+    if isinstance(outputs, torch.Tensor):
+        return criterion(outputs, labels), outputs
+    main, *auxiliary = outputs
+    loss = criterion(main, labels) + aux_weight * sum(criterion(aux, labels) for aux in auxiliary)
+    return loss, main
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: torch.device) -> dict[str, float]:
+    """Mean cross-entropy and accuracy of `model` over every batch of `loader`."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    count = 0
+    for images, labels in loader:
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        logits = model(images)
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        correct += (logits.argmax(1) == labels).sum()
+        count += len(labels)
+    return {"loss": loss_sum.item() / count, "acc": correct.item() / count}
+
+
+def build_optimizer(cfg: DictConfig, model: nn.Module):
+    """The optimizer and per-step scheduler the config names, with optional linear warmup."""
+    # _convert_="all": plain lists in the optimizer's state, so checkpoints stay plain data.
+    optimizer = instantiate(cfg.optimizer, _convert_="all")(model.parameters())
+    warmup_steps = round(cfg.warmup_epochs * cfg.steps_per_epoch)
+    if warmup_steps == 0:
+        return optimizer, instantiate(cfg.scheduler, _convert_="all")(optimizer)
+    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / warmup_steps,
+                                               total_iters=warmup_steps)
+    main = instantiate(cfg.scheduler, _convert_="all")(optimizer)
+    return optimizer, torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, main],
+                                                            milestones=[warmup_steps])
+
+
+def find_resume_checkpoint(resume: bool | str, run_dir: Path) -> Path | None:
+    """The checkpoint to resume from (None for a fresh run); refuse to overwrite an earlier run."""
+    if resume is False or resume is None:
+        if (run_dir / "last.pt").exists():
+            raise CnnbenchError(f"{run_dir} already holds a run (last.pt); continue it with "
+                                "resume=true, or choose another hydra.run.dir")
+        return None
+    path = run_dir if resume is True else Path(str(resume))
+    path = path / "last.pt" if path.is_dir() or resume is True else path
+    if not path.is_file():
+        shown = "true" if resume is True else resume
+        raise CnnbenchError(f"resume={shown}: {path} does not exist; give a run folder that holds "
+                            "last.pt, or a checkpoint file")
+    return path
+
+
+def resume(path: Path, model: nn.Module, optimizer, scheduler) -> dict[str, Any]:
+    """Load model, optimizer, scheduler and RNG states; return the run's progress so far."""
+    checkpoint = load_checkpoint(path)
+    try:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise CnnbenchError(f"{path} does not match this config's model or optimizer "
+                            f"({str(error).splitlines()[0]}); resume with the run's own overrides") from None
+    set_rng_state(checkpoint["rng"])
+    return {key: checkpoint[key] for key in ("epoch", "best_val_acc", "best_epoch", "history", "wall_time_s")}
+
+
+def select_device(name: str) -> torch.device:
+    """`auto` picks CUDA, then Apple's MPS, then the CPU; any other name must be present."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CnnbenchError(f"device={name!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
+    available = {"cpu": True, "mps": torch.backends.mps.is_available(),
+                 "cuda": torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()}
+    if not available.get(device.type, False):
+        raise CnnbenchError(f"device={name}: no such device on this machine; use device=auto or cpu")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and every GPU) so weights and dropout repeat."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def model_name(cfg: DictConfig) -> str:
+    """The model's registered name: its builder's function name."""
+    return cfg.model._target_.rsplit(".", 1)[-1]
+
+
+def summarise(cfg: DictConfig, state: dict[str, Any], parameters: int, device: torch.device,
+              finished: bool) -> dict[str, Any]:
+    """The numbers metrics.json holds: final and best results, cost, and the per-epoch history."""
+    history = state["history"]
+    last = history[-1] if history else {}
+    return {
+        "status": "finished" if finished else "running",
+        "model": model_name(cfg), "data": cfg.data.name, "seed": cfg.seed,
+        "epochs_done": state["epoch"], "epochs": cfg.epochs,
+        "best_val_acc": state["best_val_acc"], "best_epoch": state["best_epoch"],
+        "final_val_acc": last.get("val_acc"), "final_val_loss": last.get("val_loss"),
+        "final_train_acc": last.get("train_acc"), "final_train_loss": last.get("train_loss"),
+        "parameters": parameters,
+        "images_per_sec": sum(r["images_per_sec"] for r in history) / max(1, len(history)),
+        "wall_time_s": state["wall_time_s"], "device": str(device),
+        "history": history,
+    }

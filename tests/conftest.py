@@ -1,0 +1,115 @@
+"""Fixtures that write small datasets in the real on-disk formats, and compose run configs."""
+
+import gzip
+import os
+import pickle
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+# The project's real datasets (MNIST, CIFAR-10) live in ../shared beside the checkout.
+SHARED_DATA = Path(os.environ.get("CNNBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
+FASHION_MNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
+
+
+def learnable_images(count: int, num_classes: int, shape: tuple[int, ...], seed: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images whose class sets a bright block's position: easy to learn, not trivial."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(count) % num_classes
+    labels = labels[torch.randperm(count, generator=generator)]
+    images = torch.randint(0, 60, (count, *shape), generator=generator, dtype=torch.uint8)
+    height, width = shape[-2:]
+    block = max(2, height // 4)
+    for index, label in enumerate(labels.tolist()):
+        top = (label * block) % (height - block)
+        left = (label * 3 * block // 2) % (width - block)
+        images[index, ..., top:top + block, left:left + block] = 220
+    return images, labels
+
+
+def write_idx(path: Path, array: torch.Tensor) -> None:
+    """Write uint8 data as an IDX file (gzip-compressed when the name ends in .gz)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", n) for n in array.shape)
+    payload = header + array.contiguous().numpy().tobytes()
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(payload))
+    else:
+        path.write_bytes(payload)
+
+
+def write_idx_dataset(folder: Path, train: int = 600, test: int = 200, gz: bool = True) -> Path:
+    """The four MNIST-format files, in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = ".gz" if gz else ""
+    for prefix, count, seed in (("train", train, 1), ("t10k", test, 2)):
+        images, labels = learnable_images(count, 10, (28, 28), seed)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte{suffix}", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte{suffix}", labels.to(torch.uint8))
+    return folder
+
+
+def write_cifar10(folder: Path, per_batch: int = 100, test: int = 100) -> Path:
+    """CIFAR-10 python batches (5 train + test + meta) in `folder`/cifar-10-batches-py."""
+    batches = folder / "cifar-10-batches-py"
+    batches.mkdir(parents=True, exist_ok=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for seed, name in enumerate(names):
+        count = test if name == "test_batch" else per_batch
+        images, labels = learnable_images(count, 10, (3, 32, 32), seed)
+        entry = {b"batch_label": name.encode(), b"labels": labels.tolist(),
+                 b"data": images.reshape(count, -1).numpy(),
+                 b"filenames": [f"{name}_{i}.png".encode() for i in range(count)]}
+        with open(batches / name, "wb") as file:
+            pickle.dump(entry, file)
+    with open(batches / "batches.meta", "wb") as file:
+        pickle.dump({b"label_names": [b"airplane", b"automobile"], b"num_vis": 3072}, file)
+    return folder
+
+
+def write_image_folder(folder: Path, classes: tuple[str, ...] = ("cat", "dog", "fox"),
+                       per_class: int = 10, size: tuple[int, int] = (40, 48)) -> Path:
+    """An ImageFolder tree of PNGs: folder/<class>/<n>.png, in RGB, greyscale and RGBA."""
+    modes = ("RGB", "L", "RGBA")  # ImageFolder trees in the wild mix them
+    band = size[0] // len(classes)
+    for label, name in enumerate(classes):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        generator = torch.Generator().manual_seed(label)
+        for index in range(per_class):
+            pixels = torch.randint(0, 60, (*size, 3), generator=generator, dtype=torch.uint8)
+            pixels[label * band:(label + 1) * band] = 230  # each class brightens its own band
+            Image.fromarray(pixels.numpy()).convert(modes[index % 3]).save(folder / name / f"{index}.png")
+    return folder
+
+
+@pytest.fixture
+def idx_root(tmp_path: Path) -> Path:
+    """A data root holding MNIST in torchvision's layout: root/MNIST/raw/*.gz."""
+    write_idx_dataset(tmp_path / "data" / "MNIST" / "raw")
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def cifar_root(tmp_path: Path) -> Path:
+    """A data root holding small CIFAR-10 batches whose md5s are not torchvision's."""
+    return write_cifar10(tmp_path / "data")
+
+
+@pytest.fixture
+def image_root(tmp_path: Path) -> Path:
+    """An unsplit ImageFolder tree with three classes of non-square PNGs."""
+    return write_image_folder(tmp_path / "images")
+
+
+@pytest.fixture(scope="session")
+def compose_config():
+    """compose_config(*overrides) -> the run config Hydra would build from those overrides."""
+    def _compose(*overrides: str):
+        with initialize_config_module(config_module="cnnbench.conf", version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides))
+    return _compose

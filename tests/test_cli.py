@@ -1,0 +1,64 @@
+"""The `cnnbench` command as a user meets it: a run, a resume, and one-line errors on bad input."""
+
+import json
+
+import pytest
+
+from conftest import write_image_folder
+from test_configs import run_cli
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("cnnbench: error: ")]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_a_run_prints_its_folder_and_resume_by_folder_continues_it(tmp_path, idx_root):
+    first = run_cli("data=mnist", f"data.root={idx_root}", "data.download=false", "epochs=1",
+                    "model=mlp", "optimizer=adam", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    run_dir = next((tmp_path / "outputs").glob("*/*_mlp_mnist"))
+    assert f"run folder: {run_dir}" in first.stdout + first.stderr
+    # The run's own overrides come back from its folder: only the new epoch count is given.
+    second = run_cli(f"resume={run_dir}", "epochs=2", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs_done"] == 2 and metrics["model"] == "mlp" and metrics["data"] == "mnist"
+    assert len(list((tmp_path / "outputs").glob("*/*"))) == 1  # no second folder
+
+
+@pytest.mark.parametrize("arguments, fragments", [
+    (["epochs=0"], ["epochs=0 is out of range: must be an integer >= 1"]),
+    (["batch_size=0"], ["batch_size=0 is out of range"]),
+    (["optimizer.lr=0"], ["optimizer.lr=0 is out of range: must be a number > 0"]),
+    (["data=imagefolder"], ["data.root is required"]),
+    (["data=mnist", "data.root=nowhere", "data.download=false"],
+     ["mnist: files not found", "train-images-idx3-ubyte", "nowhere/MNIST/raw"]),
+    (["device=cuda:7"], ["device=cuda:7: no such device"]),
+])
+def test_bad_values_give_one_line_and_exit_code_2(tmp_path, arguments, fragments):
+    result = run_cli(*arguments, cwd=tmp_path)
+    assert_one_line_error(result, *fragments)
+    assert result.returncode == 2
+
+
+def test_image_folder_with_a_single_class_is_one_line(tmp_path):
+    write_image_folder(tmp_path / "pets", classes=("cat",), per_class=2)
+    result = run_cli("data=imagefolder", f"data.root={tmp_path / 'pets'}", cwd=tmp_path)
+    assert_one_line_error(result, "1 class folder (cat)", "at least 2")
+
+
+def test_unknown_group_option_lists_the_options(tmp_path):
+    result = run_cli("model=lenet7", cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "Could not find 'model/lenet7'" in result.stderr and "lenet" in result.stderr
+
+
+def test_unknown_key_is_not_silently_ignored(tmp_path):
+    result = run_cli("optimizer.learning_rate=0.1", cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "optimizer.learning_rate" in result.stderr

@@ -1,0 +1,188 @@
+"""Datasets load from their real on-disk formats, and the batch streams behave as a user relies on."""
+
+import gzip
+import shutil
+
+import pytest
+import torch
+
+from cnnbench.data import MemoryLoader, build_data, random_crop, stratified_split
+from cnnbench.errors import CnnbenchError
+
+from conftest import learnable_images, write_idx, write_idx_dataset
+
+CPU = torch.device("cpu")
+
+
+def load(compose_config, *overrides, batch_size=32, seed=0):
+    cfg = compose_config(*overrides)
+    return build_data(cfg.data, batch_size=batch_size, seed=seed, device=CPU)
+
+
+def test_mnist_loads_from_torchvision_layout_gz(compose_config, idx_root):
+    data = load(compose_config, "data=mnist", f"data.root={idx_root}", "data.download=false")
+    assert data.classes[0].startswith("0") and data.num_classes == 10
+    assert (data.in_channels, data.image_size) == (1, (28, 28))
+    images, labels = next(iter(data.train))
+    assert images.shape == (32, 1, 28, 28) and images.dtype == torch.float32
+    assert labels.dtype == torch.long and 0 <= labels.min() and labels.max() < 10
+    assert len(data.val.labels) == 200
+
+
+def test_fashion_mnist_reads_extracted_files_from_a_search_dir(compose_config, tmp_path):
+    # The Debian package's layout: the four files in one folder, outside any data root.
+    folder = write_idx_dataset(tmp_path / "system", gz=False)
+    data = load(compose_config, "data=fashion_mnist", f"data.root={tmp_path / 'empty'}",
+                f"data.search_dirs=[{folder}]", "data.download=false")
+    assert data.classes == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                            "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    assert len(data.train.labels) == 600
+
+
+def test_normalisation_uses_the_configs_mean_and_std(compose_config, idx_root):
+    data = load(compose_config, "data=mnist", f"data.root={idx_root}", "data.download=false",
+                "data.mean=[0.5]", "data.std=[0.5]")
+    raw = data.val.images[:4].float() / 255
+    images, _ = next(iter(data.val))
+    torch.testing.assert_close(images[:4], (raw - 0.5) / 0.5)
+
+
+def test_missing_dataset_offline_names_files_and_fix(compose_config, tmp_path):
+    with pytest.raises(CnnbenchError) as error:
+        load(compose_config, "data=mnist", f"data.root={tmp_path}", "data.download=false")
+    message = str(error.value)
+    assert "train-images-idx3-ubyte" in message and str(tmp_path / "MNIST" / "raw") in message
+    assert "data.root=" in message and "\n" not in message
+
+
+def test_truncated_idx_file_is_named(compose_config, idx_root):
+    path = idx_root / "MNIST" / "raw" / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:5000]))
+    with pytest.raises(CnnbenchError, match="train-images-idx3-ubyte.gz is truncated or damaged"):
+        load(compose_config, "data=mnist", f"data.root={idx_root}", "data.download=false")
+
+
+def test_cifar10_loads_batches_whose_md5_differs_from_torchvisions(compose_config, cifar_root):
+    data = load(compose_config, "data=cifar10", f"data.root={cifar_root}", "data.download=false")
+    assert data.classes[:2] == ["airplane", "automobile"] and data.num_classes == 10
+    assert data.train.images.shape == (500, 3, 32, 32) and data.val.images.shape == (100, 3, 32, 32)
+    # Row-major CHW as published: the first 1024 bytes of a row are the red plane.
+    with open(cifar_root / "cifar-10-batches-py" / "test_batch", "rb") as file:
+        import pickle
+        first_row = torch.as_tensor(pickle.load(file, encoding="bytes")[b"data"][0])
+    assert torch.equal(data.val.images[0].flatten(), first_row)
+
+
+def test_cifar10_damaged_batch_is_named(compose_config, cifar_root):
+    (cifar_root / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
+    with pytest.raises(CnnbenchError, match="data_batch_3 is not a readable CIFAR-10 batch"):
+        load(compose_config, "data=cifar10", f"data.root={cifar_root}", "data.download=false")
+
+
+def test_image_folder_splits_by_class_with_a_fixed_seed(compose_config, image_root):
+    overrides = ["data=imagefolder", f"data.root={image_root}", "data.image_size=[24,32]",
+                 "data.val_fraction=0.3", "num_workers=0"]
+    data = load(compose_config, *overrides, batch_size=8)
+    assert data.classes == ["cat", "dog", "fox"] and data.in_channels == 3
+    assert data.image_size == (24, 32)
+    val_labels = [data.val.dataset.dataset.targets[i] for i in data.val.dataset.indices]
+    assert sorted(val_labels) == [0, 0, 0, 1, 1, 1, 2, 2, 2]  # 30% of 10 per class
+    images, labels = next(iter(data.train))
+    assert images.shape == (8, 3, 24, 32)
+    again = load(compose_config, *overrides, batch_size=8)
+    assert again.val.dataset.indices == data.val.dataset.indices
+
+
+def test_image_folder_with_train_and_val_folders(compose_config, tmp_path):
+    from conftest import write_image_folder
+    write_image_folder(tmp_path / "train", classes=("a", "b"), per_class=4)
+    write_image_folder(tmp_path / "val", classes=("a", "b"), per_class=2)
+    data = load(compose_config, "data=imagefolder", f"data.root={tmp_path}", "data.grayscale=true",
+                "data.mean=[0.5]", "data.std=[0.5]", "num_workers=0", batch_size=4)
+    assert data.classes == ["a", "b"] and data.in_channels == 1
+    assert len(data.train.dataset) == 8 and len(data.val.dataset) == 4
+    assert next(iter(data.val))[0].shape == (4, 1, 224, 224)
+
+
+def test_image_folder_with_one_class_is_refused(compose_config, tmp_path):
+    from conftest import write_image_folder
+    write_image_folder(tmp_path / "one", classes=("only",), per_class=3)
+    with pytest.raises(CnnbenchError, match="has 1 class folder \\(only\\); classification needs at least 2"):
+        load(compose_config, "data=imagefolder", f"data.root={tmp_path / 'one'}")
+
+
+def test_image_folder_without_images_is_refused(compose_config, tmp_path):
+    (tmp_path / "empty" / "cat").mkdir(parents=True)
+    (tmp_path / "empty" / "cat" / "notes.txt").write_text("no images here")
+    with pytest.raises(CnnbenchError, match="data.root: .*expected .*/<class name>/<image files>"):
+        load(compose_config, "data=imagefolder", f"data.root={tmp_path / 'empty'}")
+
+
+def test_train_limit_keeps_the_first_images(compose_config, idx_root):
+    data = load(compose_config, "data=mnist", f"data.root={idx_root}", "data.download=false",
+                "data.train_limit=100")
+    assert len(data.train.labels) == 100 and len(data.val.labels) == 200
+
+
+def test_shuffle_is_seeded_per_epoch():
+    images, labels = learnable_images(64, 10, (1, 8, 8), seed=0)
+
+    def order(seed, epoch):
+        loader = MemoryLoader(images, labels, 16, mean=[0.0], std=[1.0], shuffle=True, seed=seed)
+        loader.set_epoch(epoch)
+        return torch.cat([batch_labels for _, batch_labels in loader])
+
+    assert torch.equal(order(0, 3), order(0, 3))
+    assert not torch.equal(order(0, 3), order(0, 4))
+    assert not torch.equal(order(0, 3), order(1, 3))
+
+
+def test_augmentation_draws_per_image_and_never_reads_outside_the_padding():
+    # 256 copies of one image whose pixel values encode their own position.
+    image = torch.arange(1, 65, dtype=torch.uint8).view(1, 1, 8, 8)
+    batch = image.repeat(256, 1, 1, 1)
+    generator = torch.Generator().manual_seed(0)
+    cropped = random_crop(batch, 2, generator)
+    assert cropped.shape == batch.shape
+    distinct = {tuple(c.flatten().tolist()) for c in cropped}
+    assert len(distinct) == 25  # every one of the 5 x 5 offsets was drawn for some image
+    for crop in cropped:
+        inside = crop[crop > 0]
+        # The non-padding pixels form a contiguous window of the original image, in order.
+        rows = ((inside.long() - 1) // 8).unique()
+        assert (rows.diff() == 1).all()
+    loader = MemoryLoader(batch, torch.zeros(256, dtype=torch.long), 256, mean=[0.0], std=[1.0],
+                          shuffle=False, hflip=True)
+    flipped = next(iter(loader))[0]
+    mirrored = ((flipped * 255).round() == image.float().flip(3)).flatten(1).all(1)
+    assert 80 < int(mirrored.sum()) < 176  # about half, drawn per image
+
+
+def test_stratified_split_keeps_one_of_each_class_in_both_halves():
+    train, val = stratified_split([0, 0, 1, 1, 1, 1, 2, 2], 0.5, seed=0)
+    assert sorted(train + val) == list(range(8))
+    targets = [0, 0, 1, 1, 1, 1, 2, 2]
+    assert sorted(targets[i] for i in val) == [0, 1, 1, 2]
+
+
+def test_memory_and_dataloader_paths_give_the_same_batches_without_augmentation(compose_config, idx_root):
+    memory = load(compose_config, "data=mnist", f"data.root={idx_root}", "data.download=false",
+                  "data.resize=32")
+    loader = load(compose_config, "data=mnist", f"data.root={idx_root}", "data.download=false",
+                  "data.resize=32", "data.loader=torch")
+    for (a, la), (b, lb) in zip(memory.val, loader.val):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        assert torch.equal(la, lb)
+
+
+def test_extracted_and_gz_files_read_the_same(tmp_path):
+    from cnnbench.data import read_idx
+    images, _ = learnable_images(5, 10, (28, 28), seed=0)
+    write_idx(tmp_path / "a.gz", images)
+    write_idx(tmp_path / "a", images)
+    assert torch.equal(read_idx(tmp_path / "a.gz"), read_idx(tmp_path / "a"))
+    assert torch.equal(read_idx(tmp_path / "a"), images)
+    shutil.copy(tmp_path / "a", tmp_path / "b")
+    (tmp_path / "b").write_bytes(b"\x00\x00\x0d\x03" + (tmp_path / "a").read_bytes()[4:])
+    with pytest.raises(CnnbenchError, match="not an IDX file of unsigned bytes"):
+        read_idx(tmp_path / "b")

@@ -1,0 +1,101 @@
+"""End-to-end runs of `train` on small real-format datasets: what a run leaves, resume, refusals."""
+
+import json
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from cnnbench.checkpoint import load_checkpoint
+from cnnbench.data import build_data
+from cnnbench.errors import CnnbenchError
+from cnnbench.train import evaluate, train
+
+TAGS = {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "perf/images_per_sec"}
+
+
+def mnist_run(compose_config, idx_root, *overrides):
+    return compose_config("data=mnist", f"data.root={idx_root}", "data.download=false",
+                          "batch_size=32", "device=cpu", *overrides)
+
+
+def test_a_run_learns_and_leaves_a_complete_run_folder(compose_config, idx_root, tmp_path):
+    cfg = mnist_run(compose_config, idx_root, "epochs=3", "optimizer=adam")
+    run = tmp_path / "run"
+    metrics = train(cfg, run)
+
+    history = metrics["history"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert metrics["best_val_acc"] > 0.5  # 10 classes: chance is 0.1
+    assert metrics["status"] == "finished" and metrics["epochs_done"] == 3
+    assert metrics["parameters"] == 61_706
+    for name in ("best.pt", "last.pt", "metrics.json", "config.json"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "metrics.json").read_text()) == metrics
+
+    events = EventAccumulator(str(run)).Reload()
+    assert TAGS <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("val/acc")] == [1, 2, 3]
+    assert events.Scalars("val/acc")[-1].value == pytest.approx(history[-1]["val_acc"])
+
+
+def test_best_checkpoint_reloads_with_the_recorded_accuracy(compose_config, idx_root, tmp_path):
+    cfg = mnist_run(compose_config, idx_root, "epochs=2")
+    metrics = train(cfg, tmp_path / "run")
+    checkpoint = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert checkpoint["classes"][0].startswith("0") and checkpoint["config"]["data"]["name"] == "mnist"
+    # Everything needed to rebuild the model comes from the checkpoint itself.
+    model = instantiate(checkpoint["config"]["model"], num_classes=len(checkpoint["classes"]),
+                        in_channels=checkpoint["in_channels"], image_size=checkpoint["image_size"])
+    model.load_state_dict(checkpoint["model"])
+    data = build_data(cfg.data, batch_size=64, seed=0, device=torch.device("cpu"))
+    assert evaluate(model, data.val, torch.device("cpu"))["acc"] == metrics["best_val_acc"]
+
+
+@pytest.mark.parametrize("scheduler", ["none", "step"])
+def test_resume_equals_an_uninterrupted_run(compose_config, idx_root, tmp_path, scheduler):
+    # step: its schedule does not depend on `epochs`, so 1 epoch + 1 more = 2 epochs exactly.
+    common = [f"scheduler={scheduler}", "scheduler.step_size=${steps:1}"] if scheduler == "step" \
+        else [f"scheduler={scheduler}"]
+    straight = train(mnist_run(compose_config, idx_root, "epochs=2", *common), tmp_path / "straight")
+    train(mnist_run(compose_config, idx_root, "epochs=1", *common), tmp_path / "resumed")
+    resumed = train(mnist_run(compose_config, idx_root, "epochs=2", "resume=true", *common),
+                    tmp_path / "resumed")
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+        assert [r[key] for r in resumed["history"]] == [r[key] for r in straight["history"]], key
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "resumed" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_finished_run_is_never_overwritten(compose_config, idx_root, tmp_path):
+    cfg = mnist_run(compose_config, idx_root, "epochs=1")
+    train(cfg, tmp_path / "run")
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    with pytest.raises(CnnbenchError, match="already holds a run .*resume=true"):
+        train(cfg, tmp_path / "run")
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+
+
+def test_resume_without_a_checkpoint_is_refused(compose_config, idx_root, tmp_path):
+    with pytest.raises(CnnbenchError, match="resume=true: .*last.pt does not exist"):
+        train(mnist_run(compose_config, idx_root, "resume=true"), tmp_path / "nothing")
+
+
+def test_cifar10_with_augmentation_and_the_dataloader_path(compose_config, cifar_root, tmp_path):
+    cfg = compose_config("data=cifar10", f"data.root={cifar_root}", "data.download=false",
+                         "data.loader=torch", "num_workers=0", "epochs=1", "batch_size=50",
+                         "model=mlp", "optimizer=adamw", "scheduler=onecycle", "label_smoothing=0.1",
+                         "grad_clip=1.0", "device=cpu")
+    metrics = train(cfg, tmp_path / "run")
+    assert metrics["parameters"] == 3 * 32 * 32 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10
+    assert 0 <= metrics["final_val_acc"] <= 1
+
+
+def test_image_folder_run_keeps_class_names(compose_config, image_root, tmp_path):
+    cfg = compose_config("data=imagefolder", f"data.root={image_root}", "data.image_size=32",
+                         "num_workers=0", "epochs=2", "batch_size=8", "device=cpu",
+                         "optimizer=adam", "warmup_epochs=1")
+    train(cfg, tmp_path / "run")
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["classes"] == ["cat", "dog", "fox"]
