@@ -45,6 +45,13 @@ _RANGES = [
 ]
 
 
+# key -> the values it may take
+_CHOICES = {
+    "precision": ("fp32", "bf16", "fp16"),
+    "data.loader": ("memory", "torch"),
+}
+
+
 def _describe(low: float, high: float, low_ok: bool, high_ok: bool, integer: bool) -> str:
     kind = "an integer" if integer else "a number"
     if high == math.inf:
@@ -78,5 +85,9 @@ def check_config(cfg: DictConfig) -> None:
         below_high = value <= high if high_ok else value < high
         if not (above_low and below_high):
             raise CnnbenchError(f"{key}={value} is out of range: must be {allowed}")
+    for key, choices in _CHOICES.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and value not in choices:
+            raise CnnbenchError(f"{key}={value!r} is not one of: {', '.join(choices)}")
     if cfg.warmup_epochs >= cfg.epochs and cfg.warmup_epochs > 0:
         raise CnnbenchError(f"warmup_epochs={cfg.warmup_epochs} must be less than epochs={cfg.epochs}")

@@ -8,13 +8,18 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from cnnbench.config import check_config
 from cnnbench.errors import CnnbenchError
-from cnnbench.train import train
 
 
 @hydra.main(version_base="1.3", config_path="pkg://cnnbench.conf", config_name="config")
 def _run(cfg: DictConfig) -> float:
     try:
+        check_config(cfg)
+        # Imported only now: torch and torchvision take seconds to load, and a bad value or
+        # --help should answer at once.
+        from cnnbench.train import train
+
         metrics = train(cfg, HydraConfig.get().runtime.output_dir)
     except CnnbenchError as error:
         print(f"cnnbench: error: {error}", file=sys.stderr)

@@ -3,6 +3,7 @@
 import logging
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,45 @@ from tqdm import tqdm
 
 from cnnbench.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json
 from cnnbench.config import check_config
-from cnnbench.data import build_data
+from cnnbench.data import Data, build_data
 from cnnbench.errors import CnnbenchError
 
 log = logging.getLogger("cnnbench")
+
+
+@dataclass
+class Run:
+    """Everything one training run is made of, built from its config by `build_run`."""
+
+    data: Data
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    device: torch.device
+
+
+def build_run(cfg: DictConfig) -> Run:
+    """Device, data, model, optimizer and scheduler, as the config says."""
+    device = select_device(cfg.device)
+    seed_everything(cfg.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
+    data = build_data(cfg.data, batch_size=cfg.batch_size, seed=cfg.seed, device=device,
+                      num_workers=cfg.num_workers)
+    model = instantiate(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels,
+                        image_size=list(data.image_size), _convert_="all").to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    cfg.steps_per_epoch = len(data.train)  # the scheduler configs count in these steps
+    optimizer, scheduler = build_optimizer(cfg, model)
+    if cfg.compile:
+        model = torch.compile(model)
+    # fp16 needs loss scaling against underflowing gradients; bf16 has fp32's range and does not.
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    return Run(data, model, optimizer, scheduler, scaler, criterion, device)
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
@@ -28,61 +64,29 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     check_config(cfg)  # bad values fail here, before any data is loaded
     resume_from = find_resume_checkpoint(cfg.resume, run_dir)
-    device = select_device(cfg.device)
-    seed_everything(cfg.seed)
-
-    data = build_data(cfg.data, batch_size=cfg.batch_size, seed=cfg.seed, device=device,
-                      num_workers=cfg.num_workers)
-    model = instantiate(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels,
-                        image_size=list(data.image_size), _convert_="all").to(device)
-    cfg.steps_per_epoch = len(data.train)  # the scheduler configs count in these steps
-    optimizer, scheduler = build_optimizer(cfg, model)
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-
+    run = build_run(cfg)
+    data, model, device = run.data, run.model, run.device
     state = {"epoch": 0, "best_val_acc": -1.0, "best_epoch": 0, "history": [], "wall_time_s": 0.0}
     if resume_from:
-        state = resume(resume_from, model, optimizer, scheduler)
+        state = resume(resume_from, run)
         log.info("resuming from %s after epoch %d", resume_from, state["epoch"])
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(OmegaConf.to_container(cfg, resolve=True), run_dir / "config.json")
     writer = SummaryWriter(log_dir=str(run_dir))
     parameters = sum(p.numel() for p in model.parameters())
     log.info("run folder: %s", run_dir.absolute())
-    log.info("%s on %s: %s parameters, %d classes, %s images on %s", model_name(cfg), cfg.data.name,
-             f"{parameters:,}", data.num_classes, "x".join(map(str, data.image_size)), device)
+    log.info("%s on %s: %s parameters, %d classes, %s images on %s, %s", model_name(cfg),
+             cfg.data.name, f"{parameters:,}", data.num_classes, "x".join(map(str, data.image_size)),
+             device, cfg.precision)
 
     for epoch in range(state["epoch"], cfg.epochs):
         epoch_start = time.perf_counter()
-        model.train()
-        data.train.set_epoch(epoch)  # shuffle and augmentation depend only on (seed, epoch)
-        # Sums stay on the device: reading them (.item()) would wait for the device every step.
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        bar = tqdm(data.train, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None)
-        for step, (images, labels) in enumerate(bar):
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            outputs = model(images)
-            loss, logits = classification_loss(outputs, labels, criterion, cfg.aux_loss_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()  # every scheduler here counts optimizer steps, not epochs
-            loss_sum += loss.detach() * len(labels)
-            correct += (logits.argmax(1) == labels).sum()
-            seen += len(labels)
-            if step % cfg.log_every == 0:
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
-        train_loss, train_acc = loss_sum.item() / seen, correct.item() / seen
+        train_loss, train_acc, seen = train_epoch(run, cfg, epoch)
         train_time = time.perf_counter() - epoch_start
-
-        val = evaluate(model, data.val, device)
+        val = evaluate(model, data.val, device, cfg.precision, cfg.channels_last)
         epoch_time = time.perf_counter() - epoch_start
         record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
-                  "val_loss": val["loss"], "val_acc": val["acc"], "lr": optimizer.param_groups[0]["lr"],
+                  "val_loss": val["loss"], "val_acc": val["acc"], "lr": run.optimizer.param_groups[0]["lr"],
                   "images_per_sec": seen / train_time, "epoch_time_s": epoch_time}
         state["history"].append(record)
         state["epoch"] = epoch + 1
@@ -98,10 +102,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                  epoch + 1, cfg.epochs, train_loss, train_acc, val["loss"], val["acc"],
                  record["images_per_sec"], epoch_time)
 
-        checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "scheduler": scheduler.state_dict(), "rng": rng_state(),
-                      "config": OmegaConf.to_container(cfg, resolve=True), "classes": data.classes,
-                      "in_channels": data.in_channels, "image_size": list(data.image_size), **state}
+        checkpoint = {"model": unwrap(model).state_dict(), "optimizer": run.optimizer.state_dict(),
+                      "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
+                      "rng": rng_state(), "config": OmegaConf.to_container(cfg, resolve=True),
+                      "classes": data.classes, "in_channels": data.in_channels,
+                      "image_size": list(data.image_size), **state}
         if val["acc"] > state["best_val_acc"]:
             state["best_val_acc"], state["best_epoch"] = val["acc"], epoch + 1
             checkpoint.update(best_val_acc=val["acc"], best_epoch=epoch + 1)
@@ -117,6 +122,52 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     return metrics
 
 
+def train_epoch(run: Run, cfg: DictConfig, epoch: int) -> tuple[float, float, int]:
+    """One pass over the training data; returns mean loss, accuracy and the number of images."""
+    model, optimizer, scaler, device = run.model, run.optimizer, run.scaler, run.device
+    model.train()
+    run.data.train.set_epoch(epoch)  # shuffle and augmentation depend only on (seed, epoch)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    # Sums stay on the device: reading them (.item()) would wait for the device every step.
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    bar = tqdm(run.data.train, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None)
+    for step, (images, labels) in enumerate(bar):
+        images = images.to(device, non_blocking=True, memory_format=memory_format)
+        labels = labels.to(device, non_blocking=True)
+        with autocast(device, cfg.precision):
+            outputs = model(images)
+            loss, logits = classification_loss(outputs, labels, run.criterion, cfg.aux_loss_weight)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        run.scheduler.step()  # every scheduler here counts optimizer steps, not epochs
+        loss_sum += loss.detach().float() * len(labels)
+        correct += (logits.argmax(1) == labels).sum()
+        seen += len(labels)
+        if step % cfg.log_every == 0:
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
+    return loss_sum.item() / seen, correct.item() / seen, seen
+
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """Mixed precision for `precision` bf16 or fp16 (matmuls and convs in 16 bits); off for fp32."""
+    return torch.autocast(device.type, dtype=PRECISIONS[precision], enabled=precision != "fp32")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model itself, without torch.compile's wrapper (whose state_dict keys differ)."""
+    return getattr(model, "_orig_mod", model)
+
+
 def classification_loss(outputs: torch.Tensor | tuple[torch.Tensor, ...], labels: torch.Tensor,
                         criterion: nn.Module, aux_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss and main logits; auxiliary heads (GoogLeNet in training) add aux_weight x their loss."""
@@ -128,17 +179,20 @@ def classification_loss(outputs: torch.Tensor | tuple[torch.Tensor, ...], labels
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, device: torch.device) -> dict[str, float]:
+def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "fp32",
+             channels_last: bool = False) -> dict[str, float]:
     """Mean cross-entropy and accuracy of `model` over every batch of `loader`."""
     model.eval()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     count = 0
     for images, labels in loader:
-        images = images.to(device, non_blocking=True)
+        images = images.to(device, non_blocking=True, memory_format=memory_format)
         labels = labels.to(device, non_blocking=True)
-        logits = model(images)
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        with autocast(device, precision):
+            logits = model(images)
+        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
         correct += (logits.argmax(1) == labels).sum()
         count += len(labels)
     return {"loss": loss_sum.item() / count, "acc": correct.item() / count}
@@ -174,13 +228,14 @@ def find_resume_checkpoint(resume: bool | str, run_dir: Path) -> Path | None:
     return path
 
 
-def resume(path: Path, model: nn.Module, optimizer, scheduler) -> dict[str, Any]:
-    """Load model, optimizer, scheduler and RNG states; return the run's progress so far."""
+def resume(path: Path, run: Run) -> dict[str, Any]:
+    """Load model, optimizer, scheduler, scaler and RNG states; return the run's progress so far."""
     checkpoint = load_checkpoint(path)
     try:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
+        unwrap(run.model).load_state_dict(checkpoint["model"])
+        run.optimizer.load_state_dict(checkpoint["optimizer"])
+        run.scheduler.load_state_dict(checkpoint["scheduler"])
+        run.scaler.load_state_dict(checkpoint["scaler"])
     except (RuntimeError, ValueError, KeyError) as error:
         raise CnnbenchError(f"{path} does not match this config's model or optimizer "
                             f"({str(error).splitlines()[0]}); resume with the run's own overrides") from None
