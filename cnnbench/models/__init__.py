@@ -3,6 +3,8 @@
 from cnnbench.models.registry import get_model, list_models, register_model
 
 # Importing a family module registers its builders.
-from cnnbench.models import lenet, mlp  # noqa: E402,F401  isort: skip
+from cnnbench.models import (  # noqa: F401  isort: skip
+    alexnet, densenet, googlenet, lenet, mlp, nin, resdensenet, resnet, small_cnn, vgg,
+)
 
 __all__ = ["get_model", "list_models", "register_model"]
