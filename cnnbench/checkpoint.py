@@ -55,7 +55,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                             f"({reason}); only load checkpoints you trust") from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CnnbenchError(f"{path} is not a readable checkpoint (truncated or damaged?): {reason}") from None
+        raise CnnbenchError(f"{path} is not a readable checkpoint (truncated or damaged?): "
+                            f"{reason}") from None
     if not isinstance(state, dict) or not all(key in state for key in REQUIRED_KEYS):
         raise CnnbenchError(f"{path} is not a cnnbench checkpoint (expected keys {', '.join(REQUIRED_KEYS)})")
     return state

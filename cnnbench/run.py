@@ -38,7 +38,8 @@ def resume_arguments(arguments: list[str]) -> list[str]:
     run's own `.hydra/overrides.yaml` comes first, then whatever this command line changes.
     """
     value = next((a.split("=", 1)[1] for a in arguments if _key(a) == "resume"), None)
-    if value in (None, "true", "false", "True", "False") or any(_key(a) == "hydra.run.dir" for a in arguments):
+    chosen_folder = any(_key(a) == "hydra.run.dir" for a in arguments)
+    if value in (None, "true", "false", "True", "False") or chosen_folder:
         return arguments
     folder = Path(value) if Path(value).is_dir() else Path(value).parent
     saved_file = folder / ".hydra" / "overrides.yaml"

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -45,8 +46,8 @@ def build_run(cfg: DictConfig) -> Run:
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
     data = build_data(cfg.data, batch_size=cfg.batch_size, seed=cfg.seed, device=device,
                       num_workers=cfg.num_workers)
-    model = instantiate(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels,
-                        image_size=list(data.image_size), _convert_="all").to(device)
+    model = build_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels,
+                        image_size=list(data.image_size)).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     cfg.steps_per_epoch = len(data.train)  # the scheduler configs count in these steps
@@ -57,6 +58,17 @@ def build_run(cfg: DictConfig) -> Run:
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     return Run(data, model, optimizer, scheduler, scaler, criterion, device)
+
+
+def build_model(model_cfg: DictConfig, **shape: Any) -> nn.Module:
+    """The model the config names, told the data's shape (num_classes, in_channels, image_size)."""
+    try:
+        return instantiate(model_cfg, **shape, _convert_="all")
+    except InstantiationException as error:
+        # e.g. TypeError for an option the builder does not take (+model.depth=3)
+        cause = error.__cause__ or error
+        raise CnnbenchError(f"model: {model_cfg._target_.rsplit('.', 1)[-1]} cannot be built: "
+                            f"{str(cause).splitlines()[0]}") from None
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:

@@ -170,7 +170,7 @@ def test_memory_and_dataloader_paths_give_the_same_batches_without_augmentation(
                   "data.resize=32")
     loader = load(compose_config, "data=mnist", f"data.root={idx_root}", "data.download=false",
                   "data.resize=32", "data.loader=torch")
-    for (a, la), (b, lb) in zip(memory.val, loader.val):
+    for (a, la), (b, lb) in zip(memory.val, loader.val, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
         assert torch.equal(la, lb)
 

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 
 def require(path):
     # Not a skip: CI installs these, and a machine without them must say so, not pass quietly.
-    assert path.exists(), f"{path} is missing: see README 'Offline data' (apt-get install dataset-fashion-mnist; ../shared/data)"
+    assert path.exists(), (f"{path} is missing: see README 'Offline data' "
+                           "(apt-get install dataset-fashion-mnist; ../shared/data)")
 
 
 def test_lenet_learns_real_fashion_mnist_from_the_debian_package(compose_config, tmp_path):

@@ -1,6 +1,7 @@
 """End-to-end runs of `train` on small real-format datasets: what a run leaves, resume, refusals."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from cnnbench.checkpoint import load_checkpoint
 from cnnbench.data import build_data
 from cnnbench.errors import CnnbenchError
-from cnnbench.train import evaluate, train
+from cnnbench.train import classification_loss, evaluate, train
 
 TAGS = {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "perf/images_per_sec"}
 
@@ -99,3 +100,27 @@ def test_image_folder_run_keeps_class_names(compose_config, image_root, tmp_path
                          "optimizer=adam", "warmup_epochs=1")
     train(cfg, tmp_path / "run")
     assert load_checkpoint(tmp_path / "run" / "last.pt")["classes"] == ["cat", "dog", "fox"]
+
+
+@pytest.mark.parametrize("model", [
+    "lenet5", "lenet_bn", "lenet_bn model.norm=scratch", "small_cnn", "alexnet",
+    "vgg11 model.width_ratio=0.25 model.batch_norm=true", "nin", "googlenet model.aux_logits=true",
+    "resnet18", "densenet_small", "resdensenet",
+])
+def test_one_epoch_for_a_model_of_each_family(compose_config, tmp_path, model):
+    name, *options = model.split()
+    cfg = compose_config(f"model={name}", *options, "data=fake", "data.num_train=32",
+                         "data.num_val=16", "batch_size=16", "epochs=1", "device=cpu")
+    metrics = train(cfg, tmp_path / "run")
+    assert metrics["status"] == "finished" and math.isfinite(metrics["final_train_loss"])
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["config"]["model"]["_target_"].endswith(name)
+
+
+def test_auxiliary_heads_add_their_weighted_loss_and_never_count_for_accuracy():
+    criterion = torch.nn.CrossEntropyLoss()
+    labels = torch.tensor([0, 1])
+    main, aux1, aux2 = torch.randn(2, 3), torch.randn(2, 3), torch.randn(2, 3)
+    loss, logits = classification_loss((main, aux1, aux2), labels, criterion, 0.3)
+    expected = criterion(main, labels) + 0.3 * (criterion(aux1, labels) + criterion(aux2, labels))
+    torch.testing.assert_close(loss, expected)
+    assert logits is main

@@ -8,9 +8,6 @@ from torch import Tensor, nn
 
 from cnnbench.models.registry import register_model
 
-# The paper adds each auxiliary classifier's loss to the main loss with this weight, in training only.
-AUX_LOSS_WEIGHT = 0.3
-
 # Inception modules of the paper's table 1, per stage: (1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj)
 _INCEPTION_STAGES: list[list[tuple[int, int, int, int, int, int]]] = [
     [(64, 96, 128, 16, 32, 32),        # 3a

@@ -1,0 +1,104 @@
+"""`cnnbench-summary model=NAME data=NAME`: each layer's output shape and parameters, and the totals.
+
+What the course notebooks print by hand before training: run a dummy batch of the dataset's
+shape through the model and report every layer's output. Totals count multiply-accumulates
+with torch's own FLOP counter (1 MAC = 2 FLOPs).
+"""
+
+import sys
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from cnnbench.config import check_config
+from cnnbench.errors import CnnbenchError
+from cnnbench.train import build_model
+
+# Datasets whose shape is known without reading them: (in_channels, height, width, classes).
+KNOWN_SHAPES = {"mnist": (1, 28, 28, 10), "fashion_mnist": (1, 28, 28, 10), "cifar10": (3, 32, 32, 10)}
+
+
+def input_shape(data: DictConfig) -> tuple[int, int, int, int]:
+    """(channels, height, width, classes) the model will see, from the data config alone."""
+    if data.name == "fake":
+        channels, classes = data.in_channels, data.num_classes
+        height = width = data.image_size
+    elif data.name == "imagefolder":
+        size = data.image_size
+        height, width = (size, size) if isinstance(size, int) else size
+        # The class count of a folder is only known by reading it; 10 stands in for it here.
+        channels, classes = (1 if data.grayscale else 3), 10
+    else:
+        channels, height, width, classes = KNOWN_SHAPES[data.name]
+    if data.get("resize"):
+        height, width = (data.resize, data.resize) if isinstance(data.resize, int) else data.resize
+    return channels, height, width, classes
+
+
+def layer_table(model: nn.Module, images: torch.Tensor) -> list[tuple[str, str, tuple[int, ...], int]]:
+    """(name, type, output shape, own parameters) for every leaf layer, in the order they run."""
+    rows = []
+
+    def record(name: str):
+        def hook(module, inputs, output):
+            output = output[0] if isinstance(output, tuple) else output
+            params = sum(p.numel() for p in module.parameters(recurse=False))
+            rows.append((name, type(module).__name__, tuple(output.shape[1:]), params))
+        return hook
+
+    leaves = [(name, m) for name, m in model.named_modules() if not any(m.children())]
+    handles = [module.register_forward_hook(record(name)) for name, module in leaves]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return rows
+
+
+def summarize(cfg: DictConfig) -> str:
+    """The printed summary of cfg.model on one image of cfg.data's shape."""
+    channels, height, width, classes = input_shape(cfg.data)
+    model = build_model(cfg.model, num_classes=classes, in_channels=channels, image_size=[height, width])
+    images = torch.zeros(1, channels, height, width)
+    rows = layer_table(model, images)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(images)
+    name = cfg.model._target_.rsplit(".", 1)[-1]
+    lines = [f"{name} on {cfg.data.name}: input {channels}x{height}x{width}, {classes} classes",
+             f"{'layer':<36} {'type':<20} {'output shape':<18} {'parameters':>12}"]
+    lines += [f"{layer:<36} {kind:<20} {'x'.join(map(str, shape)):<18} {params:>12,}"
+              for layer, kind, shape, params in rows]
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    macs = counter.get_total_flops() // 2
+    lines += [f"total parameters: {total:,} ({trainable:,} trainable)",
+              f"multiply-accumulates per image: {macs:,} ({macs / 1e6:,.1f} M MACs, "
+              f"{2 * macs / 1e9:,.3f} GFLOPs)"]
+    return "\n".join(lines)
+
+
+@hydra.main(version_base="1.3", config_path="pkg://cnnbench.conf", config_name="config")
+def _summary(cfg: DictConfig) -> None:
+    try:
+        check_config(cfg)
+        print(summarize(cfg))
+    except CnnbenchError as error:
+        print(f"cnnbench-summary: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    """Console entry point; prints only, writes no run folder."""
+    sys.argv += ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=disabled",
+                 "hydra/hydra_logging=disabled"]
+    _summary()
+
+
+if __name__ == "__main__":
+    main()
