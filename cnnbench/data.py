@@ -62,6 +62,7 @@ class MemoryLoader:
 
     Augmentation draws its own random numbers for every image (torchvision's v2 random
     transforms draw one set per call, which on a batch means one crop for all images).
+    Batches are float32 in the model's layout; the stored images stay uint8 (4x less memory).
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
@@ -99,10 +100,8 @@ class MemoryLoader:
         for batch in range(len(self)):
             index = order[batch * self.batch_size:(batch + 1) * self.batch_size]
             images = self.images[index]
-            if self.crop_padding:
-                images = random_crop(images, self.crop_padding, generator)
-            if self.hflip:
-                images = random_hflip(images, generator)
+            if self.crop_padding or self.hflip:
+                images = random_crop_flip(images, self.crop_padding, self.hflip, generator)
             images = images.float() * self.scale + self.shift
             if self.resize and tuple(images.shape[-2:]) != self.resize:
                 images = F.interpolate(images, size=self.resize, mode="bilinear", align_corners=False)
@@ -114,23 +113,30 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
 
-def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero-pad each image by `padding` and cut a random crop of the original size from each."""
+def random_crop_flip(images: torch.Tensor, padding: int, hflip: bool,
+                     generator: torch.Generator) -> torch.Tensor:
+    """Per image: a random crop of the original size from the zero-padded image, and a random
+    left-right flip (half of the images), as ONE gather over the batch.
+
+    Every output pixel is read from index (window start + row offset + column offset); a
+    flipped image reads its columns right to left. One gather beat a crop gather followed by a
+    flipped copy by about 2x on a 2-core CPU.
+    """
     count, channels, height, width = images.shape
-    padded = F.pad(images, (padding,) * 4)
-    top = torch.randint(0, 2 * padding + 1, (count, 1, 1, 1), generator=generator, device=images.device)
-    left = torch.randint(0, 2 * padding + 1, (count, 1, 1, 1), generator=generator, device=images.device)
-    # Gather rows, then columns: every image gets its own window, and none reads past the padding.
-    rows = (top + torch.arange(height, device=images.device).view(1, 1, -1, 1))
-    padded = padded.gather(2, rows.expand(count, channels, height, padded.shape[3]))
-    cols = (left + torch.arange(width, device=images.device).view(1, 1, 1, -1))
-    return padded.gather(3, cols.expand(count, channels, height, width))
-
-
-def random_hflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Mirror a random half of the images left to right."""
-    flip = torch.rand(len(images), generator=generator, device=images.device) < 0.5
-    return torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
+    device = images.device
+    padded = F.pad(images, (padding,) * 4) if padding else images
+    padded_width = width + 2 * padding
+    top = torch.randint(0, 2 * padding + 1, (count, 1), generator=generator, device=device)
+    left = torch.randint(0, 2 * padding + 1, (count, 1), generator=generator, device=device)
+    columns = torch.arange(width, device=device).expand(count, width)
+    if hflip:
+        flip = torch.rand(count, 1, generator=generator, device=device) < 0.5
+        columns = torch.where(flip, width - 1 - columns, columns)
+    rows = torch.arange(height, device=device).view(1, height, 1) * padded_width
+    index = (top * padded_width + left).view(count, 1, 1) + rows + columns.view(count, 1, width)
+    # The index is shared by all channels (expand is a view), and never leaves the padded image.
+    index = index.view(count, 1, height * width).expand(count, channels, -1)
+    return padded.flatten(2).gather(2, index).view(count, channels, height, width)
 
 
 class TensorImages(Dataset):

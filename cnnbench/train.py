@@ -2,6 +2,7 @@
 
 import logging
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -286,6 +287,22 @@ def model_name(cfg: DictConfig) -> str:
     return cfg.model._target_.rsplit(".", 1)[-1]
 
 
+def peak_memory_mb(device: torch.device) -> dict[str, float]:
+    """Peak memory of this process so far: resident host memory, and the GPU's when on CUDA."""
+    peaks = {}
+    try:
+        import resource  # Unix only
+
+        # ru_maxrss is in kilobytes on Linux (bytes on macOS)
+        scale = 1 / 1024 if sys.platform != "darwin" else 1 / 2**20
+        peaks["peak_host_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    except ImportError:
+        pass
+    if device.type == "cuda":
+        peaks["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return peaks
+
+
 def summarise(cfg: DictConfig, state: dict[str, Any], parameters: int, device: torch.device,
               finished: bool) -> dict[str, Any]:
     """The numbers metrics.json holds: final and best results, cost, and the per-epoch history."""
@@ -301,5 +318,6 @@ def summarise(cfg: DictConfig, state: dict[str, Any], parameters: int, device: t
         "parameters": parameters,
         "images_per_sec": sum(r["images_per_sec"] for r in history) / max(1, len(history)),
         "wall_time_s": state["wall_time_s"], "device": str(device),
+        **peak_memory_mb(device),
         "history": history,
     }

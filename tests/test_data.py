@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from cnnbench.data import MemoryLoader, build_data, random_crop, stratified_split
+from cnnbench.data import MemoryLoader, build_data, random_crop_flip, stratified_split
 from cnnbench.errors import CnnbenchError
 
 from conftest import learnable_images, write_idx, write_idx_dataset
@@ -138,24 +138,32 @@ def test_shuffle_is_seeded_per_epoch():
 
 
 def test_augmentation_draws_per_image_and_never_reads_outside_the_padding():
-    # 256 copies of one image whose pixel values encode their own position.
-    image = torch.arange(1, 65, dtype=torch.uint8).view(1, 1, 8, 8)
-    batch = image.repeat(256, 1, 1, 1)
-    generator = torch.Generator().manual_seed(0)
-    cropped = random_crop(batch, 2, generator)
-    assert cropped.shape == batch.shape
-    distinct = {tuple(c.flatten().tolist()) for c in cropped}
-    assert len(distinct) == 25  # every one of the 5 x 5 offsets was drawn for some image
-    for crop in cropped:
-        inside = crop[crop > 0]
-        # The non-padding pixels form a contiguous window of the original image, in order.
-        rows = ((inside.long() - 1) // 8).unique()
-        assert (rows.diff() == 1).all()
-    loader = MemoryLoader(batch, torch.zeros(256, dtype=torch.long), 256, mean=[0.0], std=[1.0],
-                          shuffle=False, hflip=True)
-    flipped = next(iter(loader))[0]
-    mirrored = ((flipped * 255).round() == image.float().flip(3)).flatten(1).all(1)
-    assert 80 < int(mirrored.sum()) < 176  # about half, drawn per image
+    image = torch.arange(1, 65, dtype=torch.uint8).view(1, 1, 8, 8)  # every pixel distinct
+    batch = image.repeat(512, 1, 1, 1)
+    out = random_crop_flip(batch, 2, True, torch.Generator().manual_seed(0))
+    # Every possible result, cut by plain slicing: 5 x 5 windows of the padded image, each
+    # as is or mirrored.
+    padded = torch.nn.functional.pad(image[0], (2, 2, 2, 2))
+    windows = [padded[:, top:top + 8, left:left + 8] for top in range(5) for left in range(5)]
+    mirrored = [w.flip(2) for w in windows]
+    allowed = {tuple(w.flatten().tolist()): "plain" for w in windows}
+    allowed.update({tuple(w.flatten().tolist()): "flipped" for w in mirrored})
+    drawn = [allowed.get(tuple(o.flatten().tolist())) for o in out]
+    assert None not in drawn  # each image is one window of its own padded image
+    assert len({tuple(o.flatten().tolist()) for o in out}) == 50  # all drawn within one batch
+    assert 180 < drawn.count("flipped") < 330  # about half, drawn per image
+
+
+def test_crop_without_flip_and_flip_without_crop():
+    image = torch.arange(1, 65, dtype=torch.uint8).view(1, 1, 8, 8).repeat(64, 1, 1, 1)
+    generator = torch.Generator().manual_seed(1)
+    flipped_only = random_crop_flip(image, 0, True, generator)
+    for out in flipped_only:  # each image is the original or its mirror, nothing else
+        assert torch.equal(out, image[0]) or torch.equal(out, image[0].flip(2))
+    cropped_only = random_crop_flip(image, 1, False, generator)
+    for out in cropped_only:  # columns always run left to right
+        row = out[0, 3][out[0, 3] > 0].long()
+        assert (row.diff() == 1).all()
 
 
 def test_stratified_split_keeps_one_of_each_class_in_both_halves():

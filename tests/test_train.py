@@ -31,6 +31,7 @@ def test_a_run_learns_and_leaves_a_complete_run_folder(compose_config, idx_root,
     assert metrics["best_val_acc"] > 0.5  # 10 classes: chance is 0.1
     assert metrics["status"] == "finished" and metrics["epochs_done"] == 3
     assert metrics["parameters"] == 61_706
+    assert metrics["images_per_sec"] > 0 and metrics["peak_host_memory_mb"] > 100  # torch alone is more
     for name in ("best.pt", "last.pt", "metrics.json", "config.json"):
         assert (run / name).is_file(), name
     assert json.loads((run / "metrics.json").read_text()) == metrics
