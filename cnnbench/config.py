@@ -31,6 +31,8 @@ _RANGES = [
     ("seed", 0, math.inf, True, False, True),
     ("num_workers", 0, math.inf, True, False, True),
     ("log_every", 1, math.inf, True, False, True),
+    ("limit_batches", 1, math.inf, True, False, True),
+    ("early_stopping.patience", 0, math.inf, True, False, True),
     ("label_smoothing", 0, 1, True, False, False),
     ("grad_clip", 0, math.inf, True, False, False),
     ("warmup_epochs", 0, math.inf, True, False, False),

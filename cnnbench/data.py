@@ -51,6 +51,8 @@ class Data:
     classes: list[str]
     in_channels: int
     image_size: tuple[int, int]  # height, width of the batches the model sees
+    mean: list[float]  # the normalisation the batches carry (to show or undo it)
+    std: list[float]
 
     @property
     def num_classes(self) -> int:
@@ -106,6 +108,22 @@ class MemoryLoader:
             if self.resize and tuple(images.shape[-2:]) != self.resize:
                 images = F.interpolate(images, size=self.resize, mode="bilinear", align_corners=False)
             yield images, self.labels[index]
+
+
+class OneBatch:
+    """The same batch every epoch: for checking that a model can memorise it (debug=overfit)."""
+
+    def __init__(self, batch: Batch) -> None:
+        self.batch = batch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Nothing to reshuffle."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self) -> Iterator[Batch]:
+        yield self.batch
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -360,7 +378,8 @@ def build_image_folder(cfg: DictConfig, batch_size: int, seed: int, num_workers:
     loaders = [_data_loader(Subset(dataset, indices), batch_size, shuffle, seed, num_workers, device)
                for dataset, indices, shuffle in ((train_set, train_indices, True),
                                                  (val_set, val_indices, False))]
-    return Data(loaders[0], loaders[1], train_set.classes, 1 if cfg.grayscale else 3, size)
+    return Data(loaders[0], loaders[1], train_set.classes, 1 if cfg.grayscale else 3, size,
+                list(cfg.mean), list(cfg.std))
 
 
 class _EpochSampler(torch.utils.data.Sampler):
@@ -439,4 +458,4 @@ def build_data(cfg: DictConfig, *, batch_size: int, seed: int, device: torch.dev
             for (images, labels), train in ((splits["train"], True), (splits["val"], False))]
     else:
         raise CnnbenchError(f"data.loader={cfg.loader!r}: use memory or torch")
-    return Data(streams[0], streams[1], classes, channels, resize)
+    return Data(streams[0], streams[1], classes, channels, resize, list(cfg.mean), list(cfg.std))

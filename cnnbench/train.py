@@ -10,17 +10,18 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 import torch.nn.functional as F
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from cnnbench.board import Board, per_class_accuracy
 from cnnbench.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json
 from cnnbench.config import check_config
-from cnnbench.data import Data, build_data
+from cnnbench.data import Data, OneBatch, build_data
 from cnnbench.errors import CnnbenchError
 
 log = logging.getLogger("cnnbench")
@@ -51,7 +52,12 @@ def build_run(cfg: DictConfig) -> Run:
                         image_size=list(data.image_size)).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    cfg.steps_per_epoch = len(data.train)  # the scheduler configs count in these steps
+    if cfg.overfit:
+        # Debugging: learn one fixed batch (the first validation batch, so no augmentation) and
+        # validate on it; a model and loop that work drive its loss to about zero.
+        data.train = data.val = OneBatch(next(iter(data.val)))
+    # the scheduler configs count in these steps
+    cfg.steps_per_epoch = min(len(data.train), cfg.limit_batches or len(data.train))
     optimizer, scheduler = build_optimizer(cfg, model)
     if cfg.compile:
         model = torch.compile(model)
@@ -85,18 +91,27 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         log.info("resuming from %s after epoch %d", resume_from, state["epoch"])
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(OmegaConf.to_container(cfg, resolve=True), run_dir / "config.json")
-    writer = SummaryWriter(log_dir=str(run_dir))
+    board = Board(run_dir, data.classes, data.mean, data.std)
     parameters = sum(p.numel() for p in model.parameters())
     log.info("run folder: %s", run_dir.absolute())
     log.info("%s on %s: %s parameters, %d classes, %s images on %s, %s", model_name(cfg),
              cfg.data.name, f"{parameters:,}", data.num_classes, "x".join(map(str, data.image_size)),
              device, cfg.precision)
+    if state["epoch"] == 0:
+        data.train.set_epoch(0)
+        board.training_batch(*next(iter(data.train)))
 
+    confusion: list[list[int]] = []
     for epoch in range(state["epoch"], cfg.epochs):
+        if stop_early(state, cfg.early_stopping.patience):
+            log.info("early stop: no better val acc for %d epochs since epoch %d",
+                     cfg.early_stopping.patience, state["best_epoch"])
+            break
         epoch_start = time.perf_counter()
         train_loss, train_acc, seen = train_epoch(run, cfg, epoch)
         train_time = time.perf_counter() - epoch_start
-        val = evaluate(model, data.val, device, cfg.precision, cfg.channels_last)
+        val = evaluate(model, data.val, device, cfg.precision, cfg.channels_last, cfg.limit_batches)
+        confusion = val["confusion"]
         epoch_time = time.perf_counter() - epoch_start
         record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
                   "val_loss": val["loss"], "val_acc": val["acc"], "lr": run.optimizer.param_groups[0]["lr"],
@@ -104,13 +119,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         state["history"].append(record)
         state["epoch"] = epoch + 1
         state["wall_time_s"] += epoch_time
-        for key in ("loss", "acc"):
-            writer.add_scalar(f"train/{key}", record[f"train_{key}"], epoch + 1)
-            writer.add_scalar(f"val/{key}", record[f"val_{key}"], epoch + 1)
-        writer.add_scalar("lr", record["lr"], epoch + 1)
-        writer.add_scalar("perf/images_per_sec", record["images_per_sec"], epoch + 1)
-        writer.add_scalar("perf/epoch_time_s", epoch_time, epoch + 1)
-        writer.flush()
+        state["per_class_acc"] = per_class_accuracy(confusion, data.classes)
+        board.epoch(record, confusion)
         log.info("epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  %.0f img/s  %.1f s",
                  epoch + 1, cfg.epochs, train_loss, train_acc, val["loss"], val["acc"],
                  record["images_per_sec"], epoch_time)
@@ -127,9 +137,15 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         save_checkpoint(checkpoint, run_dir / "last.pt")
         write_json(summarise(cfg, state, parameters, device, finished=False), run_dir / "metrics.json")
 
-    writer.close()
     metrics = summarise(cfg, state, parameters, device, finished=True)
     write_json(metrics, run_dir / "metrics.json")
+    if not confusion and state["history"]:  # resumed a finished run: evaluate once for the pictures
+        val = evaluate(model, data.val, device, cfg.precision, cfg.channels_last, cfg.limit_batches)
+        confusion = val["confusion"]
+    final = {f"hparam/{key}": metrics[key] for key in ("best_val_acc", "final_val_acc")
+             if metrics[key] is not None}
+    board.finish(state["history"], confusion, misclassified(model, data.val, device, cfg),
+                 hparams(cfg, run_dir), final)
     log.info("best val acc %.4f at epoch %d; final %.4f. Checkpoints: %s", metrics["best_val_acc"],
              metrics["best_epoch"], metrics["final_val_acc"], run_dir.absolute())
     return metrics
@@ -147,6 +163,8 @@ def train_epoch(run: Run, cfg: DictConfig, epoch: int) -> tuple[float, float, in
     seen = 0
     bar = tqdm(run.data.train, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None)
     for step, (images, labels) in enumerate(bar):
+        if cfg.limit_batches and step >= cfg.limit_batches:
+            break
         images = images.to(device, non_blocking=True, memory_format=memory_format)
         labels = labels.to(device, non_blocking=True)
         with autocast(device, cfg.precision):
@@ -193,22 +211,47 @@ def classification_loss(outputs: torch.Tensor | tuple[torch.Tensor, ...], labels
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "fp32",
-             channels_last: bool = False) -> dict[str, float]:
-    """Mean cross-entropy and accuracy of `model` over every batch of `loader`."""
+             channels_last: bool = False, limit_batches: int | None = None) -> dict[str, Any]:
+    """Mean cross-entropy, accuracy and confusion matrix (rows: true class) of `model` on `loader`."""
     model.eval()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    count = 0
-    for images, labels in loader:
+    confusion = None
+    for step, (images, labels) in enumerate(loader):
+        if limit_batches and step >= limit_batches:
+            break
         images = images.to(device, non_blocking=True, memory_format=memory_format)
         labels = labels.to(device, non_blocking=True)
         with autocast(device, precision):
             logits = model(images)
         loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
-        correct += (logits.argmax(1) == labels).sum()
-        count += len(labels)
-    return {"loss": loss_sum.item() / count, "acc": correct.item() / count}
+        classes = logits.shape[1]
+        # true * classes + predicted counts each (true, predicted) pair in one bincount
+        pairs = torch.bincount(labels * classes + logits.argmax(1), minlength=classes * classes)
+        confusion = pairs if confusion is None else confusion + pairs
+    confusion = confusion.view(classes, classes).cpu()
+    count = int(confusion.sum())
+    return {"loss": loss_sum.item() / count, "acc": int(confusion.diag().sum()) / count,
+            "confusion": confusion.tolist()}
+
+
+@torch.no_grad()
+def misclassified(model: nn.Module, loader, device: torch.device, cfg: DictConfig,
+                  limit: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Up to `limit` validation images the model gets wrong, with their true and predicted classes."""
+    model.eval()
+    found: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    total = 0
+    for images, labels in loader:
+        images, labels = images.to(device), labels.to(device)
+        with autocast(device, cfg.precision):
+            predicted = model(images).argmax(1)
+        wrong = (predicted != labels).nonzero().flatten()[:limit - total]
+        found.append((images[wrong].cpu(), labels[wrong].cpu(), predicted[wrong].cpu()))
+        total += len(wrong)
+        if total >= limit:
+            break
+    return tuple(torch.cat(parts) for parts in zip(*found, strict=True))
 
 
 def build_optimizer(cfg: DictConfig, model: nn.Module):
@@ -253,7 +296,9 @@ def resume(path: Path, run: Run) -> dict[str, Any]:
         raise CnnbenchError(f"{path} does not match this config's model or optimizer "
                             f"({str(error).splitlines()[0]}); resume with the run's own overrides") from None
     set_rng_state(checkpoint["rng"])
-    return {key: checkpoint[key] for key in ("epoch", "best_val_acc", "best_epoch", "history", "wall_time_s")}
+    keys = ("epoch", "best_val_acc", "best_epoch", "history", "wall_time_s")
+    progress = {key: checkpoint[key] for key in keys}
+    return {**progress, "per_class_acc": checkpoint.get("per_class_acc", {})}
 
 
 def select_device(name: str) -> torch.device:
@@ -287,6 +332,24 @@ def model_name(cfg: DictConfig) -> str:
     return cfg.model._target_.rsplit(".", 1)[-1]
 
 
+def stop_early(state: dict[str, Any], patience: int) -> bool:
+    """True once `patience` epochs have passed without a better validation accuracy (0: never)."""
+    return bool(patience) and state["epoch"] - state["best_epoch"] >= patience
+
+
+def hparams(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """What distinguishes this run in TensorBoard's HParams tab: model, data, seed, and the overrides."""
+    values: dict[str, Any] = {"model": model_name(cfg), "data": cfg.data.name, "seed": cfg.seed}
+    overrides = run_dir / ".hydra" / "overrides.yaml"  # written by Hydra for CLI runs
+    if overrides.is_file():
+        for override in yaml.safe_load(overrides.read_text()) or []:
+            key = override.split("=", 1)[0].lstrip("+~")
+            if key not in ("model", "data", "seed", "resume") and not key.startswith("hydra"):
+                value = OmegaConf.select(cfg, key, default=override.split("=", 1)[-1])
+                values[key] = value if isinstance(value, int | float | str | bool) else str(value)
+    return values
+
+
 def peak_memory_mb(device: torch.device) -> dict[str, float]:
     """Peak memory of this process so far: resident host memory, and the GPU's when on CUDA."""
     peaks = {}
@@ -313,11 +376,13 @@ def summarise(cfg: DictConfig, state: dict[str, Any], parameters: int, device: t
         "model": model_name(cfg), "data": cfg.data.name, "seed": cfg.seed,
         "epochs_done": state["epoch"], "epochs": cfg.epochs,
         "best_val_acc": state["best_val_acc"], "best_epoch": state["best_epoch"],
+        "stopped_early": state["epoch"] < cfg.epochs and finished,
         "final_val_acc": last.get("val_acc"), "final_val_loss": last.get("val_loss"),
         "final_train_acc": last.get("train_acc"), "final_train_loss": last.get("train_loss"),
         "parameters": parameters,
         "images_per_sec": sum(r["images_per_sec"] for r in history) / max(1, len(history)),
         "wall_time_s": state["wall_time_s"], "device": str(device),
+        "per_class_acc": state.get("per_class_acc", {}),
         **peak_memory_mb(device),
         "history": history,
     }

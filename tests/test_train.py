@@ -38,6 +38,19 @@ def test_a_run_learns_and_leaves_a_complete_run_folder(compose_config, idx_root,
 
     events = EventAccumulator(str(run)).Reload()
     assert TAGS <= set(events.Tags()["scalars"])
+    assert {f"val_class_acc/{i} - {name}" for i, name in enumerate(
+        ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])} \
+        <= set(events.Tags()["scalars"])
+    images = {"train/augmented_batch", "val/confusion_matrix", "val/misclassified"}
+    assert images <= set(events.Tags()["images"])
+    hparams = events.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in hparams
+    assert b"optimizer" not in hparams["_hparams_/session_start_info"]  # no overrides file: not a CLI run
+    assert b"lenet" in hparams["_hparams_/session_start_info"]
+    for picture in ("curves.png", "confusion_matrix.png"):
+        assert (run / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    per_class = metrics["per_class_acc"]
+    assert len(per_class) == 10 and all(0 <= acc <= 1 for acc in per_class.values())
     assert [e.step for e in events.Scalars("val/acc")] == [1, 2, 3]
     assert events.Scalars("val/acc")[-1].value == pytest.approx(history[-1]["val_acc"])
 
@@ -125,3 +138,28 @@ def test_auxiliary_heads_add_their_weighted_loss_and_never_count_for_accuracy():
     expected = criterion(main, labels) + 0.3 * (criterion(aux1, labels) + criterion(aux2, labels))
     torch.testing.assert_close(loss, expected)
     assert logits is main
+
+
+def test_early_stopping_ends_a_run_that_stopped_improving(compose_config, idx_root, tmp_path):
+    # lr 0 (almost): nothing improves after the first epoch, so patience 2 stops after epoch 3.
+    cfg = mnist_run(compose_config, idx_root, "epochs=10", "early_stopping.patience=2",
+                    "optimizer.lr=1e-12", "scheduler=none")
+    metrics = train(cfg, tmp_path / "run")
+    assert metrics["epochs_done"] == metrics["best_epoch"] + 2 < 10
+    assert metrics["stopped_early"] and metrics["status"] == "finished"
+
+
+def test_debug_fast_runs_a_few_batches(compose_config, idx_root, tmp_path):
+    metrics = train(mnist_run(compose_config, idx_root, "debug=fast"), tmp_path / "run")
+    assert metrics["epochs_done"] == 2
+    assert metrics["history"][0]["images_per_sec"] > 0
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["config"]["steps_per_epoch"] == 3
+    events = EventAccumulator(str(tmp_path / "run")).Reload()
+    assert len(events.Scalars("train/loss")) == 2
+
+
+@pytest.mark.slow
+def test_debug_overfit_drives_one_batch_loss_to_about_zero(compose_config, idx_root, tmp_path):
+    cfg = mnist_run(compose_config, idx_root, "debug=overfit")
+    metrics = train(cfg, tmp_path / "run")
+    assert metrics["final_train_loss"] < 0.05 and metrics["final_val_acc"] == 1.0
