@@ -1,7 +1,10 @@
 """Config helpers: resolvers the YAML files use, and range checks run before any data loads."""
 
+import hashlib
 import math
 import numbers
+import os
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -18,10 +21,33 @@ def _decay_steps(*, _root_: DictConfig) -> int:
     return max(1, round((_root_.epochs - _root_.warmup_epochs) * _root_.steps_per_epoch))
 
 
+def _threads_per_job(jobs: int) -> int:
+    # Parallel jobs split the cores this process may use (affinity, not the machine's count).
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // int(jobs))
+
+
+# File systems allow 255 bytes in a name; a longer run name is cut, and a hash of the whole
+# name keeps it distinct from every other.
+MAX_NAME_LENGTH = 200
+
+
+def run_folder(model: str, data: str, overrides: str, seed: Any) -> str:
+    """A sweep job's folder name: model, data, other overrides, seed: `mlp_fake_optimizer.lr=0.01_seed=0`."""
+    name = "_".join(str(part) for part in (model, data, overrides, f"seed={seed}") if str(part))
+    name = name.replace("/", "_")  # a path in a value (data.root=a/b) must not nest folders
+    if len(name) > MAX_NAME_LENGTH:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+        name = f"{name[:MAX_NAME_LENGTH - 9]}_{digest}"
+    return name
+
+
 def register_resolvers() -> None:
-    """Make ${steps:EPOCHS} and ${decay_steps:} available to every config."""
+    """Make the resolvers the YAML files use available: steps, decay_steps, threads_per_job, run_folder."""
     OmegaConf.register_new_resolver("steps", _steps, replace=True)
     OmegaConf.register_new_resolver("decay_steps", _decay_steps, replace=True)
+    OmegaConf.register_new_resolver("threads_per_job", _threads_per_job, replace=True)
+    OmegaConf.register_new_resolver("run_folder", run_folder, replace=True)  # hydra.sweep.subdir
 
 
 # (key, lowest, highest, lowest allowed?, highest allowed?, must be an integer?)
@@ -30,6 +56,7 @@ _RANGES = [
     ("batch_size", 1, math.inf, True, False, True),
     ("seed", 0, math.inf, True, False, True),
     ("num_workers", 0, math.inf, True, False, True),
+    ("threads", 1, math.inf, True, False, True),
     ("log_every", 1, math.inf, True, False, True),
     ("limit_batches", 1, math.inf, True, False, True),
     ("early_stopping.patience", 0, math.inf, True, False, True),

@@ -43,6 +43,8 @@ class Run:
 def build_run(cfg: DictConfig) -> Run:
     """Device, data, model, optimizer and scheduler, as the config says."""
     device = select_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels

@@ -1,0 +1,332 @@
+"""`cnnbench-report FOLDER`: a leaderboard of every run under FOLDER, one row per configuration.
+
+Runs that differ only by seed form one row: mean ± standard deviation of their accuracies, and
+their cost (parameters, multiply-accumulates, images/s, wall time). The table is printed and
+written as FOLDER/leaderboard.csv and FOLDER/leaderboard.md; a sweep writes it when it ends.
+"""
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cnnbench.errors import CnnbenchError
+from cnnbench.sweep import ERROR_FILE
+
+# Keys that say where or how a run ran, not what it trained: runs that differ only in these
+# (and the seed) are one configuration. data.root is kept for image folders, where it IS the data.
+RUNTIME_KEYS = {"seed", "resume", "steps_per_epoch", "num_workers", "log_every", "device", "threads",
+                "data.root", "data.download", "data.search_dirs", "launcher", "hparams_search"}
+
+# The csv's columns, in order (--sort takes any of them); the csv holds raw values, one per cell.
+COLUMNS = ["model", "data", "config", "seeds", "best_val_acc_mean", "best_val_acc_std",
+           "final_val_acc_mean", "final_val_acc_std", "best_epoch_mean", "parameters", "macs",
+           "images_per_sec", "wall_time_s", "finished", "running", "failed"]
+TEXT_COLUMNS = ("model", "data", "config")
+
+
+def _number(style: str, value: Any) -> str:
+    return "" if value is None else style.format(value)
+
+
+def _mean_std(row: dict[str, Any], name: str) -> str:
+    mean, std = row[f"{name}_mean"], row[f"{name}_std"]
+    return _number("{:.4f}", mean) + ("" if std is None else f" ± {std:.4f}")
+
+
+# The console and markdown tables: (heading, the cell's text from a row).
+DISPLAY = [
+    ("model", lambda row: row["model"]), ("data", lambda row: row["data"]),
+    ("config", lambda row: row["shown_config"]), ("seeds", lambda row: str(row["seeds"])),
+    ("best val acc", lambda row: _mean_std(row, "best_val_acc")),
+    ("final val acc", lambda row: _mean_std(row, "final_val_acc")),
+    ("best epoch", lambda row: _number("{:.1f}", row["best_epoch_mean"])),
+    ("parameters", lambda row: _number("{:,}", row["parameters"])),
+    ("MACs", lambda row: _number("{:,}", row["macs"])),
+    ("images/s", lambda row: _number("{:,.0f}", row["images_per_sec"])),
+    ("wall time (s)", lambda row: _number("{:,.1f}", row["wall_time_s"])),
+    ("finished", lambda row: str(row["finished"])), ("running", lambda row: str(row["running"])),
+    ("failed", lambda row: str(row["failed"])),
+]
+
+
+@dataclass
+class RunInfo:
+    """One run folder as the leaderboard sees it."""
+
+    folder: Path
+    status: str  # finished | running | failed
+    metrics: dict[str, Any]
+    config: dict[str, Any] | None  # config.json (as trained), else .hydra/config.yaml (as composed)
+    overrides: list[str]
+    choices: dict[str, str] = field(default_factory=dict)  # Hydra's group choices (model, data...)
+    error: str = ""
+    mtime: float = 0.0  # when metrics.json was last written
+
+
+def _load(path: Path, loader) -> Any:
+    try:
+        return loader(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+
+
+def read_run(folder: Path) -> RunInfo | str:
+    """The run in `folder`, or a line saying why it cannot be read."""
+    overrides = _load(folder / ".hydra" / "overrides.yaml", yaml.safe_load)
+    hydra = _load(folder / ".hydra" / "hydra.yaml", yaml.safe_load)
+    choices = (((hydra or {}).get("hydra") or {}).get("runtime") or {}).get("choices") or {}
+    config = _load(folder / "config.json", json.loads)
+    if not isinstance(config, dict):
+        config = _load(folder / ".hydra" / "config.yaml", yaml.safe_load)
+    error_file = folder / ERROR_FILE
+    error = (_load(error_file, str) or "").strip().splitlines()[:1]
+    metrics_file = folder / "metrics.json"
+    metrics = _load(metrics_file, json.loads)
+    readable = isinstance(metrics, dict) and "status" in metrics
+    run = RunInfo(folder, "", metrics if readable else {}, config if isinstance(config, dict) else None,
+                  overrides if isinstance(overrides, list) else [], choices, error[0] if error else "")
+    if readable:
+        run.mtime = metrics_file.stat().st_mtime
+    if readable and metrics["status"] == "finished":
+        run.status = "finished"
+    elif error_file.is_file():
+        run.status = "failed"
+    elif readable:
+        run.status = "running"
+    elif metrics_file.is_file():
+        return f"{folder}: metrics.json is damaged or not a cnnbench metrics file; left out of the table"
+    else:
+        return f"{folder}: no metrics.json (stopped before its first epoch, or not started); left out"
+    return run
+
+
+def collect_runs(folder: Path) -> tuple[list[RunInfo], list[str]]:
+    """Every run folder under `folder` (it holds metrics.json or .hydra/); a line per unreadable one."""
+    runs, problems = [], []
+    for path, folders, files in os.walk(folder):
+        folders[:] = sorted(name for name in folders if name != ".hydra")
+        if "metrics.json" in files or ERROR_FILE in files or os.path.isdir(os.path.join(path, ".hydra")):
+            run = read_run(Path(path))
+            (runs if isinstance(run, RunInfo) else problems).append(run)
+    return runs, problems
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _ignored(data_name: Any) -> set[str]:
+    return RUNTIME_KEYS - {"data.root"} if data_name == "imagefolder" else RUNTIME_KEYS
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def group_key(run: RunInfo) -> str:
+    """What makes runs one configuration: their config without the seed and the runtime keys.
+
+    The config, not the command line: `model=lenet` typed or left to the default, a run made
+    last week or today, it is the same configuration when the config that trained is the same.
+    A run that failed before writing its config falls back to its overrides.
+    """
+    if run.config is not None:
+        flat = flatten(run.config)
+        ignored = _ignored(flat.get("data.name"))
+        return json.dumps({k: v for k, v in flat.items() if k not in ignored}, sort_keys=True, default=str)
+    data = next((o.split("=", 1)[1] for o in run.overrides if _override_key(o) == "data"), None)
+    return json.dumps(sorted(o for o in run.overrides if _override_key(o) not in _ignored(data)))
+
+
+def describe(run: RunInfo) -> tuple[str, str, str]:
+    """(model, data, the other overrides) as the leaderboard shows a run's configuration."""
+    flat = flatten(run.config or {})
+    model = run.choices.get("model") or run.metrics.get("model") or str(flat.get("model._target_", "?"))
+    data = run.choices.get("data") or run.metrics.get("data") or str(flat.get("data.name", "?"))
+    ignored = _ignored(data) | {"model", "data"}
+    config = " ".join(sorted(o for o in run.overrides if _override_key(o) not in ignored))
+    return model.rsplit(".", 1)[-1], data, config
+
+
+_MACS_CACHE: dict[str, int | None] = {}
+
+
+def count_macs(config: dict[str, Any]) -> int | None:
+    """Multiply-accumulates of one image through the config's model (as cnnbench-summary counts them)."""
+    key = json.dumps([config.get("model"), config.get("data")], sort_keys=True, default=str)
+    if key not in _MACS_CACHE:
+        try:
+            _MACS_CACHE[key] = _count_macs(config)
+        except Exception:  # a model that no longer builds leaves its cell empty, not the report
+            _MACS_CACHE[key] = None
+    return _MACS_CACHE[key]
+
+
+def _count_macs(config: dict[str, Any]) -> int:
+    # Imported here: torch takes seconds to load, and a report of nothing should not wait.
+    import torch
+    from omegaconf import OmegaConf
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cnnbench.summary import input_shape
+    from cnnbench.train import build_model
+
+    cfg = OmegaConf.create({"model": config["model"], "data": config["data"]})
+    # An image folder's class count stands in as 10 here (summary.input_shape): only the last layer differs.
+    channels, height, width, classes = input_shape(cfg.data)
+    model = build_model(cfg.model, num_classes=classes, in_channels=channels, image_size=[height, width])
+    model.eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, channels, height, width))
+    return counter.get_total_flops() // 2  # 1 multiply-accumulate = 2 FLOPs
+
+
+def _mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def _std(values: list[float]) -> float | None:
+    # Sample standard deviation (n - 1): the seeds are a sample of all the seeds one could run.
+    return statistics.stdev(values) if len(values) >= 2 else None
+
+
+def leaderboard_rows(runs: list[RunInfo], sort: str = "best_val_acc_mean", ascending: bool = False
+                     ) -> list[dict[str, Any]]:
+    """One row per configuration, sorted by `sort`; empty cells (None) sort last either way."""
+    groups: dict[str, list[RunInfo]] = {}
+    for run in sorted(runs, key=lambda run: str(run.folder)):
+        groups.setdefault(group_key(run), []).append(run)
+    rows = []
+    for members in groups.values():
+        # Statistics over finished runs; a configuration with none finished yet shows its
+        # running runs' numbers so far, so a half-finished sweep already reads.
+        used = [r for r in members if r.status == "finished"] or [r for r in members if r.status == "running"]
+        # One run per seed (the latest): the same seed found twice, e.g. in two sweep folders, is
+        # the same experiment repeated, and counting it twice would shrink the spread.
+        by_seed = {r.metrics.get("seed"): r for r in sorted(used, key=lambda r: r.mtime)}
+        metrics = [r.metrics for r in by_seed.values()]
+        best = [m["best_val_acc"] for m in metrics if m.get("best_val_acc") is not None]
+        final = [m["final_val_acc"] for m in metrics if m.get("final_val_acc") is not None]
+        model, data, config = describe(members[0])
+        with_config = next((r.config for r in members if r.config), None)
+        rows.append({
+            "model": model, "data": data, "config": config, "seeds": len(metrics),
+            "best_val_acc_mean": _mean(best), "best_val_acc_std": _std(best),
+            "final_val_acc_mean": _mean(final), "final_val_acc_std": _std(final),
+            "best_epoch_mean": _mean([m["best_epoch"] for m in metrics if "best_epoch" in m]),
+            "parameters": metrics[0].get("parameters") if metrics else None,
+            "macs": count_macs(with_config) if with_config else None,
+            "images_per_sec": _mean([m["images_per_sec"] for m in metrics if m.get("images_per_sec")]),
+            "wall_time_s": _mean([m["wall_time_s"] for m in metrics if "wall_time_s" in m]),
+            **{status: sum(r.status == status for r in members)
+               for status in ("finished", "running", "failed")},
+            "folders": [r.folder for r in members],
+            "errors": [(r.folder, r.error) for r in members if r.status == "failed"],
+        })
+    present = [row for row in rows if row[sort] is not None]
+    present.sort(key=lambda row: row[sort], reverse=not ascending)
+    return present + [row for row in rows if row[sort] is None]
+
+
+def common_overrides(rows: list[dict[str, Any]]) -> list[str]:
+    """The overrides every row shares: said once above the table instead of on every row."""
+    configs = [set(row["config"].split()) for row in rows]
+    return sorted(set.intersection(*configs)) if len(configs) > 1 else []
+
+
+def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
+    """The rows as an aligned plain-text table, or as a markdown table."""
+    common = set(common_overrides(rows))
+    for row in rows:
+        row["shown_config"] = " ".join(o for o in row["config"].split() if o not in common)
+    headings = [heading for heading, _ in DISPLAY]
+    cells = [[cell(row) for _, cell in DISPLAY] for row in rows]
+    is_text = [heading in TEXT_COLUMNS for heading in headings]
+    if markdown:
+        rule = ["---" if text else "---:" for text in is_text]
+        escaped = [[text.replace("|", "\\|") for text in line] for line in cells]  # | ends a cell
+        return "\n".join("| " + " | ".join(line) + " |" for line in [headings, rule] + escaped)
+    widths = [max(len(line[i]) for line in [headings] + cells) for i in range(len(DISPLAY))]
+    lines = ["  ".join(text.ljust(width) if left else text.rjust(width)
+                       for text, width, left in zip(line, widths, is_text, strict=True)).rstrip()
+             for line in [headings] + cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def _failures(rows: list[dict[str, Any]], folder: Path) -> list[str]:
+    return [f"{os.path.relpath(path, folder)}: {error}" for row in rows for path, error in row["errors"]]
+
+
+def write_leaderboard(folder: Path, rows: list[dict[str, Any]], sort: str = "best_val_acc_mean",
+                      ascending: bool = False) -> str:
+    """Write folder/leaderboard.csv and folder/leaderboard.md; return the console table."""
+    with open(folder / "leaderboard.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(COLUMNS + ["folders"])
+        for row in rows:
+            writer.writerow(["" if row[name] is None else row[name] for name in COLUMNS]
+                            + [" ".join(os.path.relpath(path, folder) for path in row["folders"])])
+    order = "ascending" if ascending else "descending"
+    failures = _failures(rows, folder)
+    common = " ".join(common_overrides(rows))
+    markdown = [f"# Leaderboard: {folder}", "",
+                "One row per configuration (runs that differ only by seed): accuracies are the mean ± the "
+                "sample standard deviation over its finished runs; MACs per image. "
+                f"Sorted by {sort}, {order}." + (f" Every row also has: `{common}`." if common else ""),
+                "", format_table(rows, markdown=True), ""]
+    if failures:
+        markdown += ["Failed runs:", ""] + [f"- {line}" for line in failures] + [""]
+    (folder / "leaderboard.md").write_text("\n".join(markdown))
+    return ((f"every row: {common}\n" if common else "") + format_table(rows)
+            + "".join(f"\nfailed: {line}" for line in failures))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: `cnnbench-report FOLDER [--sort COLUMN] [--ascending]`."""
+    parser = argparse.ArgumentParser(
+        prog="cnnbench-report",
+        description="Leaderboard of every cnnbench run under FOLDER: one row per configuration, "
+                    "seeds averaged. Prints it and writes FOLDER/leaderboard.csv and FOLDER/leaderboard.md.")
+    parser.add_argument("folder", type=Path, help="a sweep folder, or any folder holding run folders")
+    parser.add_argument("--sort", default="best_val_acc_mean", choices=COLUMNS, metavar="COLUMN",
+                        help=f"column to sort by (default best_val_acc_mean): {', '.join(COLUMNS)}")
+    parser.add_argument("--ascending", action="store_true", help="smallest first (default: largest first)")
+    args = parser.parse_args(argv)
+    try:
+        if not args.folder.is_dir():
+            raise CnnbenchError(f"{args.folder} is not a folder")
+        runs, problems = collect_runs(args.folder)
+        for problem in problems:
+            print(f"cnnbench-report: warning: {problem}", file=sys.stderr)
+        if not runs:
+            raise CnnbenchError(f"no runs under {args.folder}: no folder there holds a readable "
+                                "metrics.json or a failed run")
+        rows = leaderboard_rows(runs, args.sort, args.ascending)
+        print(write_leaderboard(args.folder, rows, args.sort, args.ascending))
+    except OSError as error:  # e.g. a read-only folder
+        print(f"cnnbench-report: error: cannot write the leaderboard in {args.folder}: "
+              f"{error.strerror or error}", file=sys.stderr)
+        sys.exit(2)
+    except CnnbenchError as error:
+        print(f"cnnbench-report: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Launcher and search presets: joblib runs jobs side by side, Optuna searches, SLURM composes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import yaml
+from hydra import compose, initialize_config_module
+
+from cnnbench.run import missing_plugin
+
+TINY = ["data=fake", "data.num_train=64", "data.num_val=32", "batch_size=32", "epochs=1"]
+
+
+def cnnbench(*arguments: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cnnbench", *arguments], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_joblib_sweep_runs_two_jobs_with_a_share_of_the_cores_each(tmp_path):
+    result = cnnbench("-m", "launcher=joblib", "model=lenet,mlp", *TINY, "hydra.sweep.dir=sweep",
+                      cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    runs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert runs == ["lenet_fake_batch_size=32_data.num_train=64_data.num_val=32_epochs=1_seed=0",
+                    "mlp_fake_batch_size=32_data.num_train=64_data.num_val=32_epochs=1_seed=0"]
+    cores = len(os.sched_getaffinity(0))
+    for run in runs:
+        assert json.loads((tmp_path / "sweep" / run / "metrics.json").read_text())["status"] == "finished"
+        config = json.loads((tmp_path / "sweep" / run / "config.json").read_text())
+        assert config["threads"] == max(1, cores // 2)
+    assert (tmp_path / "sweep" / "leaderboard.md").is_file()
+
+
+def test_optuna_search_runs_its_trials_and_reports_the_best(tmp_path):
+    searched = [a for a in TINY if not a.startswith("batch_size")]  # a fixed value is not searched
+    result = cnnbench("hparams_search=optuna", "hydra.sweeper.n_trials=3", *searched,
+                      "hydra.sweep.dir=search", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    runs = [p for p in (tmp_path / "search").iterdir() if p.is_dir()]
+    assert len(runs) == 3
+    best = yaml.safe_load((tmp_path / "search" / "optimization_results.yaml").read_text())
+    accuracies = [json.loads((run / "metrics.json").read_text())["best_val_acc"] for run in runs]
+    assert best["best_value"] == max(accuracies)
+    assert set(best["best_params"]) == {"optimizer.lr", "optimizer.weight_decay", "batch_size"}
+
+
+def test_slurm_preset_composes():
+    with initialize_config_module(config_module="cnnbench.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["launcher=slurm"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.num_workers == 6
+
+
+def test_a_missing_plugin_is_named_with_the_install_command(tmp_path):
+    missing = missing_plugin(["model=lenet", "launcher=joblib"], installed=lambda module: False)
+    assert missing == "launcher=joblib"
+    assert missing_plugin(["launcher=joblib"], installed=lambda module: True) is None
+    assert missing_plugin(["model=lenet"], installed=lambda module: False) is None

@@ -1,0 +1,189 @@
+"""Sweeps as a user runs them: named run folders, reruns that skip or resume, failures that do not
+stop the others, and the leaderboard (written at the end of a sweep, or by cnnbench-report)."""
+
+import csv
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cnnbench import report
+from cnnbench import sweep as sweeps
+from cnnbench.config import run_folder
+from cnnbench.sweep import plan
+from cnnbench.train import train
+
+# Tiny runs: about a second of training per job; starting the process costs more.
+SMALL = ["data=fake", "data.num_train=64", "data.num_val=32", "batch_size=32"]
+SWEEP_DIR = Path("outputs/multirun/default")
+
+
+def sweep(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`cnnbench -m ARGUMENTS` in cwd."""
+    command = [sys.executable, "-m", "cnnbench", "-m", *arguments]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def read_leaderboard(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "leaderboard.csv", newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def metrics_of(folder: Path) -> dict:
+    return json.loads((folder / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def two_by_two(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A finished 2 models x 2 seeds sweep in the default sweep folder: (working dir, result)."""
+    cwd = tmp_path_factory.mktemp("sweep")
+    result = sweep("model=lenet,mlp", "seed=0,1", *SMALL, "epochs=1", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return cwd, result
+
+
+def test_run_folder_names_say_what_the_run_is():
+    assert run_folder("lenet", "fake", "", 1) == "lenet_fake_seed=1"
+    assert run_folder("mlp", "fake", "optimizer.lr=0.01", 0) == "mlp_fake_optimizer.lr=0.01_seed=0"
+    assert "/" not in run_folder("lenet", "imagefolder", "data.image_size=64_x=a/b", 0)
+    long_a, long_b = (run_folder("lenet", "fake", f"{'x' * 300}{end}", 0) for end in "ab")
+    assert len(long_a) <= 200 and long_a != long_b  # cut, and still distinct
+
+
+def test_the_run_folder_decides_skip_resume_or_fresh(tmp_path):
+    assert plan(tmp_path, epochs=2) == "fresh"
+    (tmp_path / "last.pt").write_bytes(b"")
+    assert plan(tmp_path, epochs=2) == "resume"  # no metrics.json yet, or a damaged one
+    for status, done, early, epochs, expected in [("running", 1, False, 2, "resume"),
+                                                  ("finished", 2, False, 2, "skip"),
+                                                  ("finished", 2, False, 3, "resume"),  # train on
+                                                  ("finished", 2, True, 3, "skip")]:  # stopped early
+        metrics = {"status": status, "epochs_done": done, "stopped_early": early}
+        (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+        assert plan(tmp_path, epochs) == expected, metrics
+
+
+def test_any_exception_fails_only_its_job(tmp_path, compose_config, monkeypatch, capsys):
+    monkeypatch.setattr(sweeps, "JOBS", [])
+
+    def broken_train(cfg, run_dir):
+        raise RuntimeError("out of memory\nmore detail")
+
+    cfg = compose_config("data=fake")
+    assert sweeps.run_job(cfg, tmp_path / "a", broken_train) is None
+    assert sweeps.run_job(cfg, tmp_path / "b", lambda cfg, run_dir: {"best_val_acc": 0.5}) == 0.5
+    assert sweeps.run_job(cfg, tmp_path / "b", broken_train) is None  # two jobs, one folder
+    error = capsys.readouterr().err.splitlines()
+    assert len(error) == 2
+    assert error[0].startswith(f"cnnbench: error: {tmp_path / 'a'}: RuntimeError: out of memory (traceback")
+    assert "the same folder" in error[1]
+    assert "Traceback" in (tmp_path / "a" / "error.txt").read_text()
+    assert [job.outcome for job in sweeps.JOBS] == ["failed", "trained", "failed"]
+
+
+def test_a_sweep_names_its_folders_and_ends_in_a_leaderboard(two_by_two):
+    cwd, _ = two_by_two
+    folders = sorted(p.name for p in (cwd / SWEEP_DIR).iterdir() if p.is_dir())
+    common = "batch_size=32_data.num_train=64_data.num_val=32_epochs=1"
+    assert folders == [f"{model}_fake_{common}_seed={seed}" for model in ("lenet", "mlp") for seed in (0, 1)]
+    rows = read_leaderboard(cwd / SWEEP_DIR)
+    assert sorted(row["model"] for row in rows) == ["lenet", "mlp"]
+    for row in rows:
+        runs = [metrics_of(cwd / SWEEP_DIR / f"{row['model']}_fake_{common}_seed={seed}") for seed in (0, 1)]
+        best = [m["best_val_acc"] for m in runs]
+        final = [m["final_val_acc"] for m in runs]
+        assert row["seeds"] == "2" and row["finished"] == "2" and row["failed"] == "0"
+        assert float(row["best_val_acc_mean"]) == pytest.approx(statistics.fmean(best))
+        assert float(row["best_val_acc_std"]) == pytest.approx(statistics.stdev(best))
+        assert float(row["final_val_acc_mean"]) == pytest.approx(statistics.fmean(final))
+        assert float(row["final_val_acc_std"]) == pytest.approx(statistics.stdev(final))
+        assert float(row["wall_time_s"]) == pytest.approx(statistics.fmean(m["wall_time_s"] for m in runs))
+        assert int(row["parameters"]) == runs[0]["parameters"] and int(row["macs"]) > 0
+    accuracies = [float(row["best_val_acc_mean"]) for row in rows]
+    assert accuracies == sorted(accuracies, reverse=True)
+    markdown = (cwd / SWEEP_DIR / "leaderboard.md").read_text()
+    assert "| lenet | fake |" in markdown and "| mlp | fake |" in markdown
+
+
+def test_rerunning_a_finished_sweep_trains_nothing(two_by_two):
+    cwd, _ = two_by_two
+    before = {p: p.read_bytes() for p in (cwd / SWEEP_DIR).glob("*/metrics.json")}
+    result = sweep("model=lenet,mlp", "seed=0,1", *SMALL, "epochs=1", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("skipping ") == 4 and "epoch 1/1" not in result.stdout
+    for folder in before:
+        assert f"skipping {SWEEP_DIR / folder.parent.name}: finished" in result.stdout
+    assert {p: p.read_bytes() for p in (cwd / SWEEP_DIR).glob("*/metrics.json")} == before
+    assert len(read_leaderboard(cwd / SWEEP_DIR)) == 2
+
+
+def test_rerunning_an_interrupted_sweep_resumes_only_the_unfinished_run(tmp_path, compose_config):
+    # The lenet run stopped after 1 of its 2 epochs: train exactly that, in the folder the sweep uses.
+    lenet_dir = SWEEP_DIR / "lenet_fake_batch_size=32_data.num_train=64_data.num_val=32_epochs=2_seed=0"
+    train(compose_config("model=lenet", *SMALL, "epochs=1"), tmp_path / lenet_dir)
+    epoch_one = metrics_of(tmp_path / lenet_dir)["history"][0]
+
+    result = sweep("model=lenet,mlp", *SMALL, "epochs=2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("resuming from") == 1
+    assert f"resuming from {tmp_path / lenet_dir}" in result.stdout
+    lenet = metrics_of(tmp_path / lenet_dir)
+    assert lenet["status"] == "finished" and [r["epoch"] for r in lenet["history"]] == [1, 2]
+    assert lenet["history"][0] == epoch_one  # kept from the first run (its timing too), not retrained
+    mlp = metrics_of(tmp_path / SWEEP_DIR / lenet_dir.name.replace("lenet", "mlp"))
+    assert mlp["status"] == "finished" and mlp["epochs_done"] == 2
+    assert "2 runs: 1 trained, 1 resumed, 0 skipped, 0 failed" in result.stdout
+
+
+def test_a_failing_run_does_not_stop_the_sweep(tmp_path):
+    result = sweep("model=lenet", "optimizer.lr=0.1,-1", *SMALL, "epochs=1", "hydra.sweep.dir=lr_sweep",
+                   cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    failed_dir = ("lr_sweep/lenet_fake_batch_size=32_data.num_train=64_data.num_val=32_epochs=1_"
+                  "optimizer.lr=-1_seed=0")
+    assert (f"cnnbench: error: {failed_dir}: optimizer.lr=-1 is out of range: must be a number > 0"
+            in result.stderr.splitlines())
+    assert "1 of 2 runs failed" in result.stderr
+    good = tmp_path / failed_dir.replace("lr=-1", "lr=0.1")
+    assert metrics_of(good)["status"] == "finished"
+    rows = {row["config"]: row for row in read_leaderboard(tmp_path / "lr_sweep")}
+    common = "batch_size=32 data.num_train=64 data.num_val=32 epochs=1"
+    assert rows[f"{common} optimizer.lr=-1"]["failed"] == "1"
+    assert rows[f"{common} optimizer.lr=-1"]["best_val_acc_mean"] == ""
+    assert rows[f"{common} optimizer.lr=0.1"]["finished"] == "1"
+    assert "Failed runs:" in (tmp_path / "lr_sweep" / "leaderboard.md").read_text()
+
+
+def test_report_rebuilds_the_leaderboard_and_names_unreadable_runs(two_by_two, tmp_path, capsys):
+    folder = tmp_path / "runs"
+    shutil.copytree(two_by_two[0] / SWEEP_DIR, folder)
+    missing, corrupt = sorted(p for p in folder.iterdir() if p.name.startswith("mlp"))
+    (missing / "metrics.json").unlink()
+    (corrupt / "metrics.json").write_text('{"status": "fini')
+
+    report.main([str(folder)])
+    output = capsys.readouterr()
+    warnings = output.err.splitlines()
+    assert len(warnings) == 2
+    assert f"{missing}: no metrics.json" in warnings[0]
+    assert f"{corrupt}: metrics.json is damaged" in warnings[1]
+    rows = read_leaderboard(folder)
+    assert [row["model"] for row in rows] == ["lenet"] and rows[0]["seeds"] == "2"
+    assert "lenet" in output.out and "best val acc" in output.out
+
+    shutil.copytree(two_by_two[0] / SWEEP_DIR, tmp_path / "again")  # both models again
+    report.main([str(tmp_path / "again"), "--sort", "parameters", "--ascending"])
+    assert [row["model"] for row in read_leaderboard(tmp_path / "again")] == ["lenet", "mlp"]
+    report.main([str(tmp_path / "again"), "--sort", "parameters"])
+    assert [row["model"] for row in read_leaderboard(tmp_path / "again")] == ["mlp", "lenet"]
+    with pytest.raises(SystemExit) as bad_column:
+        report.main([str(tmp_path / "again"), "--sort", "accuracy"])
+    assert bad_column.value.code == 2
+    with pytest.raises(SystemExit) as no_runs:
+        report.main([str(tmp_path / "missing-folder")])
+    assert no_runs.value.code == 2
+    assert "cnnbench-report: error:" in capsys.readouterr().err
