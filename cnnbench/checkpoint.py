@@ -47,6 +47,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CnnbenchError(f"checkpoint {path} does not exist")
+    with open(path, "rb") as file:
+        head = file.read(4)
+    # torch.save writes zip archives. torch.load reads anything else as a legacy pickle, and
+    # weights_only then calls, say, a PNG "code to run": say what the file really is.
+    if head != b"PK\x03\x04":
+        raise CnnbenchError(f"{path} is not a PyTorch checkpoint (not a zip archive, as torch.save writes)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:

@@ -1,0 +1,115 @@
+"""`cnnbench-eval ckpt=PATH [out=PATH] [key=value ...]`: score a checkpoint on its validation data.
+
+The model and the data are rebuilt from the config stored in the checkpoint; any other key=value
+changes that config (data.root=/elsewhere, batch_size=512, device=cpu; +key=value adds a key).
+On the CPU the accuracy is exactly the one the run recorded for that checkpoint. Prints the
+accuracy, loss, per-class accuracy and confusion matrix, and writes them to eval.json beside the
+checkpoint (or to out=PATH).
+"""
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from cnnbench.checkpoint import load_checkpoint, write_json
+from cnnbench.config import check_config
+from cnnbench.data import build_data
+from cnnbench.errors import CnnbenchError
+from cnnbench.train import evaluate, select_device
+from cnnbench.use import apply_overrides, check_output, parse_arguments, rebuild_model, run_tool
+
+TOOL = "cnnbench-eval"
+
+
+def evaluate_checkpoint(ckpt: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Accuracy, loss, per-class accuracy and confusion matrix of a checkpoint on its validation data."""
+    checkpoint = load_checkpoint(ckpt)
+    cfg = apply_overrides(checkpoint["config"], list(overrides))
+    check_config(cfg)
+    device = select_device(cfg.device)
+    model = rebuild_model(checkpoint, cfg.model, device, cfg.channels_last)
+    data = build_data(cfg.data, batch_size=cfg.batch_size, seed=cfg.seed, device=device,
+                      num_workers=cfg.num_workers)
+    here = (data.classes, data.in_channels, list(data.image_size))
+    trained = (checkpoint["classes"], checkpoint["in_channels"], list(checkpoint["image_size"]))
+    if here != trained:
+        raise CnnbenchError(f"the data does not match the checkpoint: {describe(*here)} here, "
+                            f"{describe(*trained)} in training; check the data.* overrides")
+
+    # One pass: a hook keeps each batch's predictions while `evaluate` scores the very same
+    # logits, so the matrix and the accuracy agree exactly with the run's own numbers.
+    predictions, targets = [], []
+    hook = model.register_forward_hook(lambda module, inputs, logits: predictions.append(logits.argmax(1)))
+
+    def keep_labels(loader) -> Iterator:
+        for images, labels in loader:
+            targets.append(labels)
+            yield images, labels
+
+    try:
+        metrics = evaluate(model, keep_labels(data.val), device, cfg.precision, cfg.channels_last)
+    finally:
+        hook.remove()
+    count = len(data.classes)
+    pairs = torch.cat(targets).cpu() * count + torch.cat(predictions).cpu()
+    confusion = torch.bincount(pairs, minlength=count * count).view(count, count)
+    per_class = {name: (row[i] / row.sum()).item() if row.sum() else None
+                 for i, (name, row) in enumerate(zip(data.classes, confusion.double(), strict=True))}
+    recorded = checkpoint["history"][-1]["val_acc"] if checkpoint.get("history") else None
+    return {"tool": TOOL, "checkpoint": str(Path(ckpt).absolute()), "epoch": checkpoint["epoch"],
+            "model": cfg.model._target_.rsplit(".", 1)[-1], "overrides": list(overrides),
+            "data": OmegaConf.to_container(cfg.data, resolve=True), "images": int(confusion.sum()),
+            "accuracy": metrics["acc"], "loss": metrics["loss"], "recorded_val_acc": recorded,
+            "per_class": per_class, "classes": data.classes, "confusion_matrix": confusion.tolist()}
+
+
+def describe(classes: list[str], in_channels: int, image_size: Sequence[int]) -> str:
+    """'10 classes (0 - zero, 1 - one, ...) of 1x28x28 images', for error messages."""
+    names = ", ".join(classes[:3]) + (", ..." if len(classes) > 3 else "")
+    return f"{len(classes)} classes ({names}) of {in_channels}x{'x'.join(map(str, image_size))} images"
+
+
+def report(result: dict[str, Any]) -> str:
+    """The console summary: totals, a per-class table and (up to 20 classes) the confusion matrix."""
+    lines = [f"{result['model']} at epoch {result['epoch']} on {result['data']['name']} validation: "
+             f"{result['images']} images",
+             f"accuracy {result['accuracy']:.4f}  loss {result['loss']:.4f}"
+             + (f"  (the run recorded {result['recorded_val_acc']:.4f})"
+                if result["recorded_val_acc"] is not None else ""),
+             ""]
+    width = max(len("class"), *(len(name) for name in result["classes"]))
+    lines.append(f"{'class':<{width}}  {'images':>7}  {'accuracy':>8}")
+    for name, row in zip(result["classes"], result["confusion_matrix"], strict=True):
+        accuracy = result["per_class"][name]
+        lines.append(f"{name:<{width}}  {sum(row):>7}  {'-' if accuracy is None else f'{accuracy:.4f}':>8}")
+    if len(result["classes"]) <= 20:
+        cell = max(5, len(str(max(max(row) for row in result["confusion_matrix"]))) + 1)
+        lines += ["", "confusion matrix (rows: true class, columns: predicted class by number)",
+                  " " * width + "".join(f"{i:>{cell}}" for i in range(len(result["classes"])))]
+        lines += [f"{name:<{width}}" + "".join(f"{n:>{cell}}" for n in row)
+                  for name, row in zip(result["classes"], result["confusion_matrix"], strict=True)]
+    return "\n".join(lines)
+
+
+def _main(arguments: list[str]) -> None:
+    options, overrides = parse_arguments(arguments, {"ckpt": ..., "out": None}, overrides=True)
+    ckpt = Path(options["ckpt"])
+    out = Path(options["out"]) if options["out"] else ckpt.parent / "eval.json"
+    if ckpt.is_file():  # (a missing checkpoint is reported by the loader, naming it)
+        check_output(out, TOOL)  # before the work: never overwrite a file the user made
+    result = evaluate_checkpoint(ckpt, overrides)
+    print(report(result))
+    write_json(result, out)
+    print(f"\nwrote {out}")
+
+
+def main() -> None:
+    """Console entry point."""
+    run_tool(TOOL, _main)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""What cnnbench-eval, cnnbench-predict and cnnbench-export share: arguments, checkpoints, images.
+
+Each tool takes Hydra-style `key=value` arguments, loads a checkpoint written by `train`, and
+rebuilds its model from the config and shapes stored inside it: no dataset and no config
+files are needed to use a trained model.
+"""
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from PIL import Image
+from torch import nn
+
+from cnnbench.data import sample_transform
+from cnnbench.errors import CnnbenchError
+from cnnbench.train import build_model
+
+_ABSENT = object()  # OmegaConf.select's answer for a missing key (None is a key set to null)
+PREDICT_CSV_HEADER = "file,class_1,probability_1"  # how cnnbench-predict's CSV files begin
+
+
+def run_tool(tool: str, body: Callable[[list[str]], int | None]) -> None:
+    """Run a tool's body on the command line's arguments; a CnnbenchError becomes one line, exit 2."""
+    arguments = sys.argv[1:]
+    if any(argument in ("-h", "--help") for argument in arguments):
+        print(sys.modules[body.__module__].__doc__)
+        sys.exit(0)
+    try:
+        status = body(arguments)
+    except CnnbenchError as error:
+        print(f"{tool}: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(status or 0)
+
+
+def parse_arguments(arguments: list[str], options: dict[str, Any], overrides: bool = False
+                    ) -> tuple[dict[str, Any], list[str]]:
+    """Split `key=value` arguments into the tool's options (with defaults) and config overrides.
+
+    `options` maps each option to its default; a default of `...` marks it required. Any other
+    key is a config override when `overrides` is true, and an error when not.
+    """
+    values, rest = dict(options), []
+    for argument in arguments:
+        key, equals, value = argument.partition("=")
+        if not equals or not key:
+            raise CnnbenchError(f"{argument!r} is not a key=value argument, e.g. ckpt=outputs/RUN/best.pt")
+        if key in options:
+            values[key] = value
+        elif overrides:
+            rest.append(argument)
+        else:
+            raise CnnbenchError(f"unknown argument {key!r}: use {', '.join(f'{k}=' for k in options)}")
+    missing = [key for key, value in values.items() if value is ...]
+    if missing:
+        raise CnnbenchError(f"{missing[0]}=... is required; --help shows every argument")
+    return values, rest
+
+
+def apply_overrides(config: dict[str, Any], overrides: list[str]) -> DictConfig:
+    """The checkpoint's config with `key=value` overrides on top; `+key=value` adds a new key."""
+    cfg = OmegaConf.create(config)
+    for override in overrides:
+        key = override.partition("=")[0]
+        if key.startswith("+"):
+            continue
+        # OmegaConf would quietly add a misspelt key, or replace a whole group with a string.
+        current = OmegaConf.select(cfg, key, default=_ABSENT)
+        if current is _ABSENT:
+            raise CnnbenchError(f"{key}: no such key in the checkpoint's config (add one with +{key}=VALUE)")
+        if isinstance(current, DictConfig):
+            raise CnnbenchError(f"{override}: the checkpoint fixes {key}; change its keys instead "
+                                f"({key}.KEY=VALUE)")
+    try:
+        changes = OmegaConf.from_dotlist([override.lstrip("+") for override in overrides])
+        return OmegaConf.merge(cfg, changes)
+    except OmegaConfBaseException as error:
+        raise CnnbenchError(f"cannot apply {' '.join(overrides)}: {str(error).splitlines()[0]}") from None
+
+
+def positive_int(key: str, value: Any) -> int:
+    """An integer option >= 1, or a one-line error naming it."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1:
+        raise CnnbenchError(f"{key}={value} is not an integer >= 1")
+    return number
+
+
+def rebuild_model(checkpoint: dict[str, Any], model_cfg: DictConfig | None = None,
+                  device: str | torch.device = "cpu", channels_last: bool = False) -> nn.Module:
+    """The checkpoint's trained model in eval mode on `device`; model_cfg replaces its stored config."""
+    for key in ("in_channels", "image_size"):
+        if key not in checkpoint:
+            raise CnnbenchError(f"the checkpoint has no {key!r}: it was not written by cnnbench's train")
+    if model_cfg is None:
+        model_cfg = OmegaConf.create(checkpoint["config"]["model"])
+    model = build_model(model_cfg, num_classes=len(checkpoint["classes"]),
+                        in_channels=checkpoint["in_channels"], image_size=list(checkpoint["image_size"]))
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        # e.g. model.width_ratio=0.5 on the command line: the layers no longer fit the weights
+        lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+        raise CnnbenchError(f"the checkpoint's weights do not fit this model ({lines[-1]})") from None
+    model = model.to(device)
+    if channels_last:  # as the run did: move first, then change the memory layout
+        model = model.to(memory_format=torch.channels_last)
+    return model.eval()
+
+
+def check_output(path: Path, tool: str) -> None:
+    """Refuse to overwrite a file unless an earlier run of `tool` wrote it, or to write into no folder."""
+    if not path.parent.is_dir():
+        raise CnnbenchError(f"out={path}: the folder {path.parent} does not exist")
+    if not path.exists():
+        return
+    if path.is_file() and written_by(path) == tool:
+        return
+    raise CnnbenchError(f"{path} exists and was not written by {tool}; choose another out=PATH "
+                        "or remove the file")
+
+
+def written_by(path: Path) -> str | None:
+    """The cnnbench tool that wrote a file: named in its JSON, or known by its CSV header."""
+    try:
+        if path.suffix == ".csv":
+            with open(path, encoding="utf-8") as file:
+                return "cnnbench-predict" if file.readline().startswith(PREDICT_CSV_HEADER) else None
+        return json.loads(path.read_text(encoding="utf-8")).get("tool")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None
+
+
+# ---------------------------------------------------------------- images as the model saw them
+
+def open_image(path: str | Path, in_channels: int) -> Image.Image:
+    """Decode any image file and convert it to the model's mode: greyscale for 1 channel, else RGB."""
+    with Image.open(path) as image:
+        image.load()
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            # 16-bit greyscale: PIL's convert("L") clips at 255 instead of scaling, so scale here.
+            pixels = np.asarray(image, dtype=np.float64)
+            top = 65535 if image.mode.startswith("I;16") or pixels.max() > 255 else 255
+            image = Image.fromarray((pixels * (255 / top)).round().clip(0, 255).astype(np.uint8))
+        # RGBA, palette, CMYK and greyscale files all become the mode the model was trained on.
+        return image.convert("L" if in_channels == 1 else "RGB")
+
+
+def preprocess(images: list[Image.Image], data_cfg: DictConfig, image_size: tuple[int, int]) -> torch.Tensor:
+    """A batch of normalised tensors: resized to the model's size, then scaled as in training."""
+    # The transform an ImageFolder run validates with: resize (bilinear, antialiased), scale to
+    # [0, 1], normalise with the run's mean and std.
+    transform = sample_transform(data_cfg, train=False, size=tuple(image_size))
+    return torch.stack([transform(image) for image in images])

@@ -1,0 +1,283 @@
+"""Using a trained model: cnnbench-eval, -predict and -export on a run trained here, and the
+checkpoints they refuse."""
+
+import csv
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from cnnbench.checkpoint import load_checkpoint
+from cnnbench.data import build_data
+from cnnbench.errors import CnnbenchError
+from cnnbench.evaluate import evaluate_checkpoint
+from cnnbench.export import export
+from cnnbench.predict import find_images, predict, write_predictions
+from cnnbench.train import train
+from cnnbench.use import check_output, rebuild_model
+
+from conftest import REPO, write_idx_dataset
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, compose_config):
+    """A 2-epoch LeNet run on MNIST-format files (600 train, 200 val): its folder, metrics, data."""
+    base = tmp_path_factory.mktemp("use")
+    root = base / "data"
+    write_idx_dataset(root / "MNIST" / "raw")
+    cfg = compose_config("data=mnist", f"data.root={root}", "data.download=false", "epochs=2",
+                         "batch_size=32", "device=cpu")
+    metrics = train(cfg, base / "run")
+    return SimpleNamespace(run=base / "run", best=base / "run" / "best.pt", metrics=metrics, root=root)
+
+
+def run_tool(module: str, *arguments: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m cnnbench.<module> ARGS`, as a user types it (seconds each: torch loads again)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", f"cnnbench.{module}", *arguments], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def call_tool(capsys, monkeypatch, tmp_path):
+    """call_tool(module, *arguments) -> (exit status, stdout, stderr) of its main() in tmp_path."""
+    monkeypatch.chdir(tmp_path)
+
+    def _call(module: str, *arguments: str) -> subprocess.CompletedProcess:
+        main = importlib.import_module(f"cnnbench.{module}").main
+        monkeypatch.setattr(sys, "argv", [module, *arguments])
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(arguments, exit_info.value.code, out, err)
+    return _call
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, tool: str, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{tool}: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def write_test_images(folder: Path) -> list[str]:
+    """Images in every mode a folder may hold, at odd sizes, plus files predict must skip or report."""
+    (folder / "nested").mkdir(parents=True)
+    pixels = np.random.default_rng(0).integers(0, 256, (50, 17, 3), dtype=np.uint8)  # 17 wide, 50 high
+    rgb = Image.fromarray(pixels)
+    rgb.save(folder / "rgb.png")
+    rgb.save(folder / "nested" / "photo.jpg")
+    rgb.convert("L").resize((61, 13)).save(folder / "grey.png")
+    rgb.convert("RGBA").save(folder / "rgba.png")
+    rgb.convert("P").save(folder / "palette.png")
+    deep = (np.arange(30 * 40).reshape(30, 40) * 50).astype(np.uint16)  # 16-bit greyscale
+    Image.fromarray(deep).save(folder / "deep.png")
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    (folder / ".hidden.png").write_bytes(b"not read at all")
+    (folder / "notes.txt").write_text("not an image")
+    return ["corrupt.png", "deep.png", "grey.png", "nested/photo.jpg", "palette.png", "rgb.png", "rgba.png"]
+
+
+# ---------------------------------------------------------------- cnnbench-eval
+
+def test_eval_reproduces_the_recorded_accuracy_exactly(trained):
+    best, last = evaluate_checkpoint(trained.best), evaluate_checkpoint(trained.run / "last.pt")
+    recorded = load_checkpoint(trained.best)["best_val_acc"]
+    assert best["accuracy"] == recorded == trained.metrics["best_val_acc"]
+    assert last["accuracy"] == trained.metrics["final_val_acc"]
+    assert last["loss"] == pytest.approx(trained.metrics["final_val_loss"], rel=1e-6)
+    confusion = np.array(best["confusion_matrix"])
+    assert confusion.shape == (10, 10) and confusion.sum() == best["images"] == 200
+    assert np.trace(confusion) / 200 == best["accuracy"]
+    for index, name in enumerate(best["classes"]):
+        assert best["per_class"][name] == confusion[index, index] / confusion[index].sum()
+
+
+def test_eval_command_writes_eval_json_and_never_overwrites_a_users_file(trained, tmp_path):
+    result = run_tool("evaluate", f"ckpt={trained.best}", cwd=tmp_path)  # a real process, as typed
+    assert result.returncode == 0, result.stderr
+    assert "accuracy" in result.stdout and "confusion matrix" in result.stdout
+    written = json.loads((trained.run / "eval.json").read_text())
+    assert written["accuracy"] == trained.metrics["best_val_acc"]
+    assert sum(map(sum, written["confusion_matrix"])) == 200 and len(written["per_class"]) == 10
+    assert written["checkpoint"] == str(trained.best) and written["data"]["name"] == "mnist"
+    check_output(trained.run / "eval.json", "cnnbench-eval")  # a previous eval.json may be replaced
+    with pytest.raises(CnnbenchError, match="not written by cnnbench-eval"):
+        check_output(trained.run / "metrics.json", "cnnbench-eval")
+
+
+def test_eval_with_data_root_elsewhere(trained, tmp_path):
+    write_idx_dataset(tmp_path / "elsewhere" / "MNIST" / "raw", train=40, test=30)
+    result = evaluate_checkpoint(trained.best, [f"data.root={tmp_path / 'elsewhere'}", "batch_size=7"])
+    assert result["images"] == 30 and result["data"]["root"] == str(tmp_path / "elsewhere")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["data.rooot=/x"], "data.rooot: no such key"),
+    (["model=resnet18"], "model=resnet18: the checkpoint fixes model"),
+    (["+model.depth=3"], "model: lenet cannot be built"),
+    (["batch_size=0"], "batch_size=0 is out of range"),
+    (["data.name=fake", "+data.num_classes=3", "+data.in_channels=1", "+data.image_size=28",
+      "+data.num_train=20", "+data.num_val=20"], "3 classes (class_0, class_1, class_2) of 1x28x28 images"),
+])
+def test_eval_refuses_overrides_that_do_not_fit(trained, overrides, message):
+    with pytest.raises(CnnbenchError) as error:
+        evaluate_checkpoint(trained.best, overrides)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_an_unknown_key_is_one_line_on_the_command_line(trained, call_tool):
+    result = call_tool("evaluate", f"ckpt={trained.best}", "data.rooot=/x")
+    assert_one_line_error(result, "cnnbench-eval", "data.rooot")
+
+
+# ---------------------------------------------------------------- cnnbench-predict
+
+def test_predict_reads_every_image_mode_and_size(trained, tmp_path):
+    names = write_test_images(tmp_path / "images")
+    files = find_images(str(tmp_path / "images"))
+    assert [str(f.relative_to(tmp_path / "images")) for f in files] == names  # sorted, hidden/txt skipped
+    rows, problems = predict(trained.best, files, topk=3, device="cpu")
+    classes = load_checkpoint(trained.best)["classes"]
+    assert len(rows) == len(names) - 1 and len(problems) == 1 and "corrupt.png" in problems[0]
+    for row in rows:
+        probabilities = [guess["probability"] for guess in row["top"]]
+        assert len(row["top"]) == 3 and all(guess["class"] in classes for guess in row["top"])
+        assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1 + 1e-6
+
+    write_predictions(rows, tmp_path / "preds.json", str(trained.best))
+    saved = json.loads((tmp_path / "preds.json").read_text())
+    assert [row["file"] for row in saved["predictions"]] == [row["file"] for row in rows]
+
+
+def test_predict_command_names_the_corrupt_file_and_writes_csv(trained, tmp_path, call_tool):
+    write_test_images(tmp_path / "images")
+    result = call_tool("predict", f"ckpt={trained.best}", "inputs=images", "topk=2", "out=preds.csv")
+    problems = result.stderr.strip().splitlines()
+    assert result.returncode == 0 and len(problems) == 1 and "images/corrupt.png" in problems[0]
+    with open(tmp_path / "preds.csv", newline="") as file:
+        table = list(csv.DictReader(file))
+    assert len(table) == 6
+    assert list(table[0]) == ["file", "class_1", "probability_1", "class_2", "probability_2"]
+    assert all(0 <= float(row["probability_2"]) <= float(row["probability_1"]) <= 1 for row in table)
+
+    only_corrupt = call_tool("predict", f"ckpt={trained.best}", "inputs=images/corrupt.png")
+    assert only_corrupt.returncode == 2 and "none of the 1 input file(s)" in only_corrupt.stderr
+
+
+def test_predict_sees_images_as_training_did(trained, tmp_path):
+    # Validation images saved as PNGs must get the model's own probabilities on the in-memory batch.
+    checkpoint = load_checkpoint(trained.best)
+    cfg = checkpoint["config"]["data"]
+    data = build_data(OmegaConf.create(cfg), batch_size=8, seed=0, device=torch.device("cpu"))
+    images, _ = next(iter(data.val))
+    pixels = (images * cfg["std"][0] + cfg["mean"][0]) * 255
+    files = []
+    for index, image in enumerate(pixels.round().clamp(0, 255).to(torch.uint8)):
+        files.append(tmp_path / f"{index}.png")
+        Image.fromarray(image[0].numpy()).save(files[-1])
+    rows, _ = predict(trained.best, files, topk=1, device="cpu")
+    with torch.no_grad():
+        expected = rebuild_model(checkpoint)(images).softmax(1).max(1)
+    assert [row["top"][0]["index"] for row in rows] == expected.indices.tolist()
+    assert [row["top"][0]["probability"] for row in rows] == pytest.approx(expected.values.tolist(), abs=1e-5)
+
+
+def test_predict_and_export_need_no_dataset(trained, tmp_path, call_tool):
+    write_test_images(tmp_path / "images")
+    hidden = trained.root.with_name("data-moved-away")
+    trained.root.rename(hidden)  # this machine has the checkpoint only
+    try:
+        result = call_tool("predict", f"ckpt={trained.best}", "inputs=images/*.png", "out=preds.json")
+        check = export(trained.best, "torchscript", tmp_path / "model.torchscript.pt")
+    finally:
+        hidden.rename(trained.root)
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads((tmp_path / "preds.json").read_text())["predictions"]) == 5
+    assert "random inputs" in check["inputs"] and check["matches"] and check["difference"] <= 1e-4
+
+
+# ---------------------------------------------------------------- cnnbench-export
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
+def test_export_torchscript_matches_pytorch(trained):
+    check = export(trained.best, "torchscript")
+    path = check["path"]
+    assert path == trained.run / "best.torchscript.pt" and check["matches"] and check["difference"] <= 1e-4
+    assert check["inputs"].startswith("32 validation images of mnist")
+    images = torch.randn(5, 1, 28, 28)  # another batch size than the one traced
+    model = rebuild_model(load_checkpoint(trained.best))
+    with torch.no_grad():
+        assert torch.allclose(torch.jit.load(str(path))(images), model(images), atol=1e-4)
+
+
+def test_export_onnx_matches_pytorch_at_any_batch_size(trained, tmp_path, call_tool):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    result = call_tool("export", f"ckpt={trained.best}", "format=onnx", f"out={tmp_path / 'lenet.onnx'}")
+    assert result.returncode == 0, result.stderr
+    assert "max abs difference from PyTorch" in result.stdout
+    session = onnxruntime.InferenceSession(str(tmp_path / "lenet.onnx"), providers=["CPUExecutionProvider"])
+    images = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        expected = rebuild_model(load_checkpoint(trained.best))(images)
+    logits = session.run(None, {"images": images.numpy()})[0]
+    assert np.abs(logits - expected.numpy()).max() <= 1e-4
+
+
+def test_export_refuses_unknown_formats_and_overwriting_the_checkpoint(trained):
+    with pytest.raises(CnnbenchError, match="format='tflite' is not supported: use onnx or torchscript"):
+        export(trained.best, "tflite")
+    with pytest.raises(CnnbenchError, match="exists; give out= a new name ending in .torchscript.pt"):
+        export(trained.best, "torchscript", out=trained.best)
+
+
+# ---------------------------------------------------------------- checkpoints that are refused
+
+class Payload:
+    """Unpickling this runs a shell command: what a planted checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_malicious_checkpoint_is_refused_and_its_payload_never_runs(tmp_path):
+    # In a separate process, as a user meets it: exit status, one line, and no marker file.
+    marker = tmp_path / "payload-ran"
+    torch.save({"model": Payload(marker), "config": {}, "classes": ["a", "b"], "epoch": 1},
+               tmp_path / "best.pt")
+    result = run_tool("evaluate", "ckpt=best.pt", cwd=tmp_path)
+    assert_one_line_error(result, "cnnbench-eval", "was refused", "would run code")
+    with pytest.raises(CnnbenchError, match="was refused"):
+        load_checkpoint(tmp_path / "best.pt")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("tool, arguments, problem", [
+    ("evaluate", [], "does not exist"),
+    ("predict", ["inputs=."], "is not a readable checkpoint (truncated or damaged?)"),
+    ("export", ["format=onnx"], "is not a PyTorch checkpoint"),
+])
+def test_unusable_checkpoints_are_one_line(trained, tmp_path, call_tool, tool, arguments, problem):
+    if tool == "predict":  # half of a real checkpoint
+        data = trained.best.read_bytes()
+        (tmp_path / "model.pt").write_bytes(data[:len(data) // 2])
+        Image.new("RGB", (8, 8)).save(tmp_path / "image.png")
+    elif tool == "export":  # a picture, not a checkpoint
+        Image.new("RGB", (8, 8)).save(tmp_path / "model.pt", format="PNG")
+    result = call_tool(tool, "ckpt=model.pt", *arguments)
+    names = {"evaluate": "cnnbench-eval", "predict": "cnnbench-predict", "export": "cnnbench-export"}
+    assert_one_line_error(result, names[tool], "model.pt", problem)
