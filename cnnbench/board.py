@@ -13,15 +13,21 @@ SCALARS = ("train_loss", "train_acc", "val_loss", "val_acc")
 
 
 class Board:
-    """TensorBoard events of one run (scalars, images, hparams) plus curves.png and confusion_matrix.png."""
+    """TensorBoard events of one run (scalars, images, hparams) plus curves.png and confusion_matrix.png.
+
+    A disabled board (distributed training, ranks other than 0) writes nothing.
+    """
 
     def __init__(self, run_dir: Path, classes: Sequence[str], mean: Sequence[float],
-                 std: Sequence[float]) -> None:
+                 std: Sequence[float], enabled: bool = True) -> None:
         self.run_dir, self.classes, self.mean, self.std = run_dir, list(classes), list(mean), list(std)
-        self.writer = SummaryWriter(log_dir=str(run_dir))
+        self.enabled = enabled
+        self.writer = SummaryWriter(log_dir=str(run_dir)) if enabled else None
 
     def training_batch(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         """One augmented training batch as the model sees it: checks augmentation at a glance."""
+        if not self.enabled:
+            return
         count = min(32, len(images))
         titles = [self.classes[i] for i in labels[:count].tolist()]
         grid = image_grid(images[:count], titles, self.mean, self.std)
@@ -29,6 +35,8 @@ class Board:
 
     def epoch(self, record: dict[str, float], confusion: list[list[int]]) -> None:
         """Scalars of one epoch, per-class validation accuracy, and the confusion matrix image."""
+        if not self.enabled:
+            return
         step = record["epoch"]
         for key in SCALARS:
             self.writer.add_scalar(key.replace("_", "/", 1), record[key], step)

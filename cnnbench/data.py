@@ -70,9 +70,10 @@ class MemoryLoader:
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
                  mean: Sequence[float], std: Sequence[float], shuffle: bool, seed: int = 0,
                  crop_padding: int = 0, hflip: bool = False,
-                 resize: tuple[int, int] | None = None) -> None:
+                 resize: tuple[int, int] | None = None, rank: int = 0, world: int = 1) -> None:
         self.images, self.labels = images, labels  # uint8 N x C x H x W, int64 N
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.rank, self.world = rank, world  # distributed training: this process's shard
         self.crop_padding, self.hflip, self.resize = crop_padding, hflip, resize
         # (x / 255 - mean) / std as one multiply-add per pixel
         std_t = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
@@ -80,14 +81,14 @@ class MemoryLoader:
         self.shift = -torch.tensor(mean, device=images.device).view(1, -1, 1, 1) / std_t
         self.epoch = 0
         # Training drops the last partial batch (a batch of 1 breaks BatchNorm); evaluation keeps all.
-        self.drop_last = shuffle and len(labels) > batch_size
+        self.drop_last = shuffle and shard_size(len(labels), rank, world, shuffle) > batch_size
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose shuffle and augmentation to replay (deterministic per seed and epoch)."""
         self.epoch = epoch
 
     def __len__(self) -> int:
-        count = len(self.labels) / self.batch_size
+        count = shard_size(len(self.labels), self.rank, self.world, self.shuffle) / self.batch_size
         return math.floor(count) if self.drop_last else math.ceil(count)
 
     def __iter__(self) -> Iterator[Batch]:
@@ -99,6 +100,11 @@ class MemoryLoader:
             order = torch.randperm(count, generator=generator, device=device)
         else:
             order = torch.arange(count, device=device)
+        if self.world > 1:
+            # Every process drew the same order, so their shards are disjoint; each then draws
+            # its own augmentation (the same crops on every shard would correlate them).
+            order = shard(order, self.rank, self.world, self.shuffle)
+            generator.manual_seed(epoch_seed(self.seed, self.epoch) + 7919 * (self.rank + 1))
         for batch in range(len(self)):
             index = order[batch * self.batch_size:(batch + 1) * self.batch_size]
             images = self.images[index]
@@ -124,6 +130,18 @@ class OneBatch:
 
     def __iter__(self) -> Iterator[Batch]:
         yield self.batch
+
+
+def shard_size(count: int, rank: int, world: int, equal: bool) -> int:
+    """How many of `count` items process `rank` of `world` gets (see shard)."""
+    return count // world if equal else len(range(rank, count, world))
+
+
+def shard(items, rank: int, world: int, equal: bool):
+    """Every world-th item from `rank` on; `equal`: cut so every process gets as many (training
+    steps must match across processes, or the gradient all-reduce waits forever)."""
+    end = (len(items) // world) * world if equal else len(items)
+    return items[rank:end:world]
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -383,20 +401,23 @@ def build_image_folder(cfg: DictConfig, batch_size: int, seed: int, num_workers:
 
 
 class _EpochSampler(torch.utils.data.Sampler):
-    """Shuffles with a seed per epoch, so a resumed run replays the same order."""
+    """Shuffles (when training) with a seed per epoch, so a resumed run replays the same order,
+    and hands each distributed process its own shard."""
 
-    def __init__(self, count: int, seed: int) -> None:
-        self.count, self.seed, self.epoch = count, seed, 0
+    def __init__(self, count: int, seed: int, shuffle: bool, rank: int, world: int) -> None:
+        self.count, self.seed, self.shuffle, self.rank, self.world = count, seed, shuffle, rank, world
+        self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.count
+        return shard_size(self.count, self.rank, self.world, self.shuffle)
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        return iter(torch.randperm(self.count, generator=generator).tolist())
+        order = torch.randperm(self.count, generator=generator) if self.shuffle else torch.arange(self.count)
+        return iter(shard(order, self.rank, self.world, self.shuffle).tolist())
 
 
 class EpochDataLoader(DataLoader):
@@ -410,15 +431,23 @@ class EpochDataLoader(DataLoader):
 
 def _data_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int,
                  device: torch.device) -> EpochDataLoader:
+    rank, world = process_rank()
+    sampler = _EpochSampler(len(dataset), seed, shuffle, rank, world)
     return EpochDataLoader(
-        dataset, batch_size=batch_size,
-        sampler=_EpochSampler(len(dataset), seed) if shuffle else None,
-        drop_last=shuffle and len(dataset) > batch_size,  # as MemoryLoader: no batch of 1 in training
+        dataset, batch_size=batch_size, sampler=sampler,
+        drop_last=shuffle and len(sampler) > batch_size,  # as MemoryLoader: no batch of 1 in training
         num_workers=num_workers, persistent_workers=num_workers > 0,
         pin_memory=device.type == "cuda")
 
 
 # ---------------------------------------------------------------- entry point
+
+def process_rank() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) unless started by torchrun with several."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
 
 LOADERS = {"mnist": load_idx_dataset, "fashion_mnist": load_idx_dataset, "cifar10": load_cifar10}
 
@@ -448,6 +477,7 @@ def build_data(cfg: DictConfig, *, batch_size: int, seed: int, device: torch.dev
         streams = [
             MemoryLoader(images.to(device), labels.to(device), batch_size, mean=list(cfg.mean),
                          std=list(cfg.std), shuffle=train, seed=seed, resize=resize,
+                         rank=process_rank()[0], world=process_rank()[1],
                          crop_padding=cfg.augment.crop_padding if train else 0,
                          hflip=cfg.augment.hflip and train)
             for (images, labels), train in ((splits["train"], True), (splits["val"], False))]

@@ -1,6 +1,7 @@
 """The `cnnbench` command: Hydra composes the config, `train` does the work."""
 
 import importlib.util
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -98,6 +99,21 @@ def missing_plugin(arguments: list[str], installed: Callable[[str], bool] = _ins
                 None)
 
 
+def torchrun_arguments(arguments: list[str], environment: dict[str, str]) -> list[str]:
+    """Under torchrun, every process must use one run folder, which Hydra would name after the
+    second each process starts in: name it after torchrun's run id instead, shared by all."""
+    if int(environment.get("WORLD_SIZE", "1")) <= 1:
+        return arguments
+    extra = []
+    if not any(_key(a) in ("hydra.run.dir", "resume") for a in arguments):
+        run_id = environment.get("TORCHELASTIC_RUN_ID", "ddp")[:8]
+        extra.append("hydra.run.dir=outputs/${now:%Y-%m-%d}/ddp-" + run_id
+                     + "_${hydra:runtime.choices.model}_${hydra:runtime.choices.data}")
+    if environment.get("RANK", "0") != "0":
+        extra.append("hydra.output_subdir=null")  # rank 0 alone writes .hydra/
+    return arguments + extra
+
+
 def main() -> None:
     """Console entry point."""
     missing = missing_plugin(sys.argv[1:])
@@ -106,7 +122,8 @@ def main() -> None:
         print(f"cnnbench: error: {missing} needs a Hydra plugin: pip install 'cnnbench[sweep]'",
               file=sys.stderr)
         sys.exit(2)
-    sys.argv = [sys.argv[0], *quote_folders(resume_arguments(sys.argv[1:]))]
+    arguments = quote_folders(resume_arguments(sys.argv[1:]))
+    sys.argv = [sys.argv[0], *torchrun_arguments(arguments, dict(os.environ))]
     _run()
     if sweep.failed_jobs():  # each was reported when it failed; the exit status says so too
         sys.exit(1)

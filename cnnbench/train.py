@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm import tqdm
 
+from cnnbench import distributed
 from cnnbench.board import Board, per_class_accuracy
 from cnnbench.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json
 from cnnbench.config import check_config
@@ -42,7 +43,7 @@ class Run:
 
 def build_run(cfg: DictConfig) -> Run:
     """Device, data, model, optimizer and scheduler, as the config says."""
-    device = select_device(cfg.device)
+    device = distributed.start(select_device(cfg.device))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
@@ -54,6 +55,14 @@ def build_run(cfg: DictConfig) -> Run:
                         image_size=list(data.image_size)).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if distributed.launched_by_torchrun():
+        if cfg.sync_bn:
+            if device.type != "cuda":
+                raise CnnbenchError("sync_bn=true needs CUDA GPUs (torch's SyncBatchNorm); "
+                                    "set sync_bn=false")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        device_ids = [device] if device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     if cfg.overfit:
         # Debugging: learn one fixed batch (the first validation batch, so no augmentation) and
         # validate on it; a model and loop that work drive its loss to about zero.
@@ -84,16 +93,22 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Train cfg.model on cfg.data; leave checkpoints, TensorBoard events and metrics.json in run_dir."""
     run_dir = Path(run_dir)
     check_config(cfg)  # bad values fail here, before any data is loaded
+    if cfg.data.get("root"):  # stored absolute: the checkpoint's config works from any folder
+        cfg.data.root = str(Path(cfg.data.root).expanduser().absolute())
     resume_from = find_resume_checkpoint(cfg.resume, run_dir)
     run = build_run(cfg)
     data, model, device = run.data, run.model, run.device
+    main = distributed.is_main()  # distributed: only rank 0 logs and writes files
+    if not main:
+        log.setLevel(logging.WARNING)
     state = {"epoch": 0, "best_val_acc": -1.0, "best_epoch": 0, "history": [], "wall_time_s": 0.0}
     if resume_from:
         state = resume(resume_from, run)
         log.info("resuming from %s after epoch %d", resume_from, state["epoch"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(OmegaConf.to_container(cfg, resolve=True), run_dir / "config.json")
-    board = Board(run_dir, data.classes, data.mean, data.std)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(OmegaConf.to_container(cfg, resolve=True), run_dir / "config.json")
+    board = Board(run_dir, data.classes, data.mean, data.std, enabled=main)
     parameters = sum(p.numel() for p in model.parameters())
     log.info("run folder: %s", run_dir.absolute())
     log.info("%s on %s: %s parameters, %d classes, %s images on %s, %s", model_name(cfg),
@@ -117,7 +132,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         epoch_time = time.perf_counter() - epoch_start
         record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
                   "val_loss": val["loss"], "val_acc": val["acc"], "lr": run.optimizer.param_groups[0]["lr"],
-                  "images_per_sec": seen / train_time, "epoch_time_s": epoch_time}
+                  "train_images": seen, "images_per_sec": seen / train_time, "epoch_time_s": epoch_time}
         state["history"].append(record)
         state["epoch"] = epoch + 1
         state["wall_time_s"] += epoch_time
@@ -132,24 +147,32 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                       "rng": rng_state(), "config": OmegaConf.to_container(cfg, resolve=True),
                       "classes": data.classes, "in_channels": data.in_channels,
                       "image_size": list(data.image_size), **state}
-        if val["acc"] > state["best_val_acc"]:
+        improved = val["acc"] > state["best_val_acc"]
+        if improved:
             state["best_val_acc"], state["best_epoch"] = val["acc"], epoch + 1
             checkpoint.update(best_val_acc=val["acc"], best_epoch=epoch + 1)
-            save_checkpoint(checkpoint, run_dir / "best.pt")
-        save_checkpoint(checkpoint, run_dir / "last.pt")
-        write_json(summarise(cfg, state, parameters, device, finished=False), run_dir / "metrics.json")
+        if main:
+            if improved:
+                save_checkpoint(checkpoint, run_dir / "best.pt")
+            save_checkpoint(checkpoint, run_dir / "last.pt")
+            write_json(summarise(cfg, state, parameters, device, finished=False), run_dir / "metrics.json")
 
     metrics = summarise(cfg, state, parameters, device, finished=True)
-    write_json(metrics, run_dir / "metrics.json")
     if not confusion and state["history"]:  # resumed a finished run: evaluate once for the pictures
         val = evaluate(model, data.val, device, cfg.precision, cfg.channels_last, cfg.limit_batches)
         confusion = val["confusion"]
-    final = {f"hparam/{key}": metrics[key] for key in ("best_val_acc", "final_val_acc")
-             if metrics[key] is not None}
-    board.finish(state["history"], confusion, misclassified(model, data.val, device, cfg),
-                 hparams(cfg, run_dir), final)
+    if main:
+        write_json(metrics, run_dir / "metrics.json")
+        final = {f"hparam/{key}": metrics[key] for key in ("best_val_acc", "final_val_acc")
+                 if metrics[key] is not None}
+        board.finish(state["history"], confusion, misclassified(model, data.val, device, cfg),
+                     hparams(cfg, run_dir), final)
     log.info("best val acc %.4f at epoch %d; final %.4f. Checkpoints: %s", metrics["best_val_acc"],
              metrics["best_epoch"], metrics["final_val_acc"], run_dir.absolute())
+    if distributed.launched_by_torchrun():
+        # every process says what it measured: all must agree, the metrics were all-reduced
+        print(f"rank {distributed.rank()}: best val acc {metrics['best_val_acc']:.6f}", flush=True)
+        distributed.stop()
     return metrics
 
 
@@ -185,7 +208,11 @@ def train_epoch(run: Run, cfg: DictConfig, epoch: int) -> tuple[float, float, in
         seen += len(labels)
         if step % cfg.log_every == 0:
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
-    return loss_sum.item() / seen, correct.item() / seen, seen
+    # One all-reduce per epoch: every process reports the same numbers, over all the shards.
+    seen_tensor = torch.tensor(float(seen), device=device)
+    totals = distributed.sum_across(torch.stack([loss_sum, correct.float(), seen_tensor]))
+    loss_total, correct_total, seen_total = totals.tolist()
+    return loss_total / seen_total, correct_total / seen_total, int(seen_total)
 
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -197,8 +224,9 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The model itself, without torch.compile's wrapper (whose state_dict keys differ)."""
-    return getattr(model, "_orig_mod", model)
+    """The model itself, without torch.compile's or DistributedDataParallel's wrapper."""
+    model = getattr(model, "_orig_mod", model)
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def classification_loss(outputs: torch.Tensor | tuple[torch.Tensor, ...], labels: torch.Tensor,
@@ -214,7 +242,11 @@ def classification_loss(outputs: torch.Tensor | tuple[torch.Tensor, ...], labels
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "fp32",
              channels_last: bool = False, limit_batches: int | None = None) -> dict[str, Any]:
-    """Mean cross-entropy, accuracy and confusion matrix (rows: true class) of `model` on `loader`."""
+    """Mean cross-entropy, accuracy and confusion matrix (rows: true class) of `model` on `loader`.
+
+    Distributed, each process evaluates its shard and the sums are added up across processes.
+    """
+    model = unwrap(model)  # no DDP in evaluation: nothing to synchronise per batch
     model.eval()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     loss_sum = torch.zeros((), device=device)
@@ -231,7 +263,8 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "f
         # true * classes + predicted counts each (true, predicted) pair in one bincount
         pairs = torch.bincount(labels * classes + logits.argmax(1), minlength=classes * classes)
         confusion = pairs if confusion is None else confusion + pairs
-    confusion = confusion.view(classes, classes).cpu()
+    confusion = distributed.sum_across(confusion).view(classes, classes).cpu()
+    loss_sum = distributed.sum_across(loss_sum)
     count = int(confusion.sum())
     return {"loss": loss_sum.item() / count, "acc": int(confusion.diag().sum()) / count,
             "confusion": confusion.tolist()}

@@ -1,0 +1,52 @@
+"""Distributed training with torchrun: one process per GPU (or CPU share), gradients all-reduced.
+
+`torchrun --nproc_per_node=N -m cnnbench ...` starts N copies of cnnbench with RANK, WORLD_SIZE
+and LOCAL_RANK in their environment; with WORLD_SIZE > 1 each joins one process group (NCCL on
+GPUs, gloo on CPUs), trains on its own shard of the data, and rank 0 alone writes files.
+"""
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def launched_by_torchrun() -> bool:
+    """True when torchrun started this process as one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def start(device: torch.device) -> torch.device:
+    """Join the process group if torchrun asked for one; the device this process trains on."""
+    if not launched_by_torchrun() or dist.is_initialized():
+        return device
+    if device.type == "cuda":
+        # one GPU per process: LOCAL_RANK numbers the processes on this node
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def rank() -> int:
+    """This process's number, 0 when not distributed."""
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    """True in the one process that logs and writes files."""
+    return rank() == 0
+
+
+def sum_across(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum of `tensor` over all processes (itself when not distributed)."""
+    if dist.is_initialized():
+        tensor = tensor.clone()
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def stop() -> None:
+    """Leave the process group (every process, at the end of a run)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
