@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 import torch.nn.functional as F
+import yaml
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -114,7 +114,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     log.info("%s on %s: %s parameters, %d classes, %s images on %s, %s", model_name(cfg),
              cfg.data.name, f"{parameters:,}", data.num_classes, "x".join(map(str, data.image_size)),
              device, cfg.precision)
-    if state["epoch"] == 0:
+    if state["epoch"] == 0 and main:
         data.train.set_epoch(0)
         board.training_batch(*next(iter(data.train)))
 
@@ -274,6 +274,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "f
 def misclassified(model: nn.Module, loader, device: torch.device, cfg: DictConfig,
                   limit: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Up to `limit` validation images the model gets wrong, with their true and predicted classes."""
+    model = unwrap(model)  # rank 0 alone runs this: a DDP forward could wait for the others
     model.eval()
     found: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     total = 0
