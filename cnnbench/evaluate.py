@@ -7,7 +7,7 @@ accuracy, loss, per-class accuracy and confusion matrix, and writes them to eval
 checkpoint (or to out=PATH).
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,23 +39,8 @@ def evaluate_checkpoint(ckpt: str | Path, overrides: Sequence[str] = ()) -> dict
         raise CnnbenchError(f"the data does not match the checkpoint: {describe(*here)} here, "
                             f"{describe(*trained)} in training; check the data.* overrides")
 
-    # One pass: a hook keeps each batch's predictions while `evaluate` scores the very same
-    # logits, so the matrix and the accuracy agree exactly with the run's own numbers.
-    predictions, targets = [], []
-    hook = model.register_forward_hook(lambda module, inputs, logits: predictions.append(logits.argmax(1)))
-
-    def keep_labels(loader) -> Iterator:
-        for images, labels in loader:
-            targets.append(labels)
-            yield images, labels
-
-    try:
-        metrics = evaluate(model, keep_labels(data.val), device, cfg.precision, cfg.channels_last)
-    finally:
-        hook.remove()
-    count = len(data.classes)
-    pairs = torch.cat(targets).cpu() * count + torch.cat(predictions).cpu()
-    confusion = torch.bincount(pairs, minlength=count * count).view(count, count)
+    metrics = evaluate(model, data.val, device, cfg.precision, cfg.channels_last)
+    confusion = torch.tensor(metrics["confusion"])  # rows: true class, columns: predicted
     per_class = {name: (row[i] / row.sum()).item() if row.sum() else None
                  for i, (name, row) in enumerate(zip(data.classes, confusion.double(), strict=True))}
     recorded = checkpoint["history"][-1]["val_acc"] if checkpoint.get("history") else None
