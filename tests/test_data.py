@@ -194,3 +194,16 @@ def test_extracted_and_gz_files_read_the_same(tmp_path):
     (tmp_path / "b").write_bytes(b"\x00\x00\x0d\x03" + (tmp_path / "a").read_bytes()[4:])
     with pytest.raises(CnnbenchError, match="not an IDX file of unsigned bytes"):
         read_idx(tmp_path / "b")
+
+
+def test_memory_and_dataloader_paths_score_the_same_weights_alike(compose_config, idx_root):
+    from cnnbench.models import get_model
+    from cnnbench.train import evaluate
+
+    torch.manual_seed(0)
+    model = get_model("lenet")
+    scores = [evaluate(model, load(compose_config, "data=mnist", f"data.root={idx_root}",
+                                   "data.download=false", f"data.loader={loader}").val, CPU)
+              for loader in ("memory", "torch")]
+    assert scores[0]["acc"] == scores[1]["acc"] and scores[0]["confusion"] == scores[1]["confusion"]
+    assert scores[0]["loss"] == pytest.approx(scores[1]["loss"], rel=1e-6)
