@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from cnnbench.data import IDX_FILES, _find_idx_folder, _idx_file
-from cnnbench.train import autocast, build_run, evaluate, train_epoch
+from cnnbench.train import autocast, build_run, evaluate, memory_format, train_epoch
 
 # (name, overrides): LeNet on Fashion-MNIST and on CIFAR-10 with crop+flip, plain fp32 and the
 # fastest setting measured on a 2-core AVX-512 CPU (see benchmarks/README.md).
@@ -65,13 +65,13 @@ def textbook_epoch(cfg: DictConfig, dataset: torch.utils.data.Dataset,
         run = build_run(cfg)  # same model, optimizer and scheduler as (a), from the same seed
         loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=workers)
         model, optimizer = run.model, run.optimizer
-        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        layout = memory_format(cfg.channels_last)
 
         def loop():
             seen, total_loss = 0, 0.0
             model.train()
             for images, labels in loader:
-                images, labels = images.to(run.device, memory_format=memory_format), labels.to(run.device)
+                images, labels = images.to(run.device, memory_format=layout), labels.to(run.device)
                 with autocast(run.device, cfg.precision):
                     loss = run.criterion(model(images), labels)
                 optimizer.zero_grad()
@@ -93,8 +93,8 @@ def compute_limit(cfg: DictConfig, pool_batches: int = 16) -> Callable[[], tuple
         run = build_run(cfg)
         iterator = iter(run.data.train)
         pool = [next(iterator) for _ in range(min(pool_batches, len(run.data.train)))]
-        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        pool = [(x.contiguous(memory_format=memory_format), y) for x, y in pool]
+        layout = memory_format(cfg.channels_last)
+        pool = [(x.contiguous(memory_format=layout), y) for x, y in pool]
         model, optimizer = run.model, run.optimizer
 
         def loop():

@@ -81,6 +81,11 @@ _CHOICES = {
 }
 
 
+def override_key(override: str) -> str:
+    """The key a command-line override sets: `+optimizer.lr=0.1` -> `optimizer.lr`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 def _describe(low: float, high: float, low_ok: bool, high_ok: bool, integer: bool) -> str:
     kind = "an integer" if integer else "a number"
     if high == math.inf:

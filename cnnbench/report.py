@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from cnnbench.config import override_key
 from cnnbench.errors import CnnbenchError
 from cnnbench.sweep import ERROR_FILE
 
@@ -134,10 +135,6 @@ def _ignored(data_name: Any) -> set[str]:
     return RUNTIME_KEYS - {"data.root"} if data_name == "imagefolder" else RUNTIME_KEYS
 
 
-def _override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def group_key(run: RunInfo) -> str:
     """What makes runs one configuration: their config without the seed and the runtime keys.
 
@@ -149,8 +146,8 @@ def group_key(run: RunInfo) -> str:
         flat = flatten(run.config)
         ignored = _ignored(flat.get("data.name"))
         return json.dumps({k: v for k, v in flat.items() if k not in ignored}, sort_keys=True, default=str)
-    data = next((o.split("=", 1)[1] for o in run.overrides if _override_key(o) == "data"), None)
-    return json.dumps(sorted(o for o in run.overrides if _override_key(o) not in _ignored(data)))
+    data = next((o.split("=", 1)[1] for o in run.overrides if override_key(o) == "data"), None)
+    return json.dumps(sorted(o for o in run.overrides if override_key(o) not in _ignored(data)))
 
 
 def describe(run: RunInfo) -> tuple[str, str, str]:
@@ -159,7 +156,7 @@ def describe(run: RunInfo) -> tuple[str, str, str]:
     model = run.choices.get("model") or run.metrics.get("model") or str(flat.get("model._target_", "?"))
     data = run.choices.get("data") or run.metrics.get("data") or str(flat.get("data.name", "?"))
     ignored = _ignored(data) | {"model", "data"}
-    config = " ".join(sorted(o for o in run.overrides if _override_key(o) not in ignored))
+    config = " ".join(sorted(o for o in run.overrides if override_key(o) not in ignored))
     return model.rsplit(".", 1)[-1], data, config
 
 

@@ -14,7 +14,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from cnnbench import sweep
-from cnnbench.config import check_config
+from cnnbench.config import check_config, override_key
 from cnnbench.errors import CnnbenchError
 
 
@@ -43,25 +43,21 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return train(cfg, run_dir)
 
 
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def resume_arguments(arguments: list[str]) -> list[str]:
     """`resume=RUN_FOLDER`: continue that run in place, with the overrides it was started with.
 
     Hydra would otherwise give the resumed run a new folder and the default config; here the
     run's own `.hydra/overrides.yaml` comes first, then whatever this command line changes.
     """
-    value = next((a.split("=", 1)[1] for a in arguments if _key(a) == "resume"), None)
-    chosen_folder = any(_key(a) == "hydra.run.dir" for a in arguments)
+    value = next((a.split("=", 1)[1] for a in arguments if override_key(a) == "resume"), None)
+    chosen_folder = any(override_key(a) == "hydra.run.dir" for a in arguments)
     if value in (None, "true", "false", "True", "False") or chosen_folder:
         return arguments
     folder = Path(value) if Path(value).is_dir() else Path(value).parent
     saved_file = folder / ".hydra" / "overrides.yaml"
     saved = yaml.safe_load(saved_file.read_text()) if saved_file.is_file() else []
-    given = {_key(a) for a in arguments}
-    kept = [a for a in saved or [] if _key(a) not in given | {"resume", "hydra.run.dir"}]
+    given = {override_key(a) for a in arguments}
+    kept = [a for a in saved or [] if override_key(a) not in given | {"resume", "hydra.run.dir"}]
     return kept + arguments + [f"hydra.run.dir={folder}"]
 
 
@@ -75,7 +71,8 @@ def quote_folders(arguments: list[str]) -> list[str]:
     quoted = []
     for argument in arguments:
         key, _, value = argument.partition("=")
-        if _key(argument) in _FOLDER_KEYS and "=" in value and value[:1] not in "'\"" and "'" not in value:
+        unquoted = value[:1] not in "'\"" and "'" not in value
+        if override_key(argument) in _FOLDER_KEYS and "=" in value and unquoted:
             argument = f"{key}='{value}'"
         quoted.append(argument)
     return quoted
@@ -105,7 +102,7 @@ def torchrun_arguments(arguments: list[str], environment: dict[str, str]) -> lis
     if int(environment.get("WORLD_SIZE", "1")) <= 1:
         return arguments
     extra = []
-    if not any(_key(a) in ("hydra.run.dir", "resume") for a in arguments):
+    if not any(override_key(a) in ("hydra.run.dir", "resume") for a in arguments):
         run_id = environment.get("TORCHELASTIC_RUN_ID", "ddp")[:8]
         extra.append("hydra.run.dir=outputs/${now:%Y-%m-%d}/ddp-" + run_id
                      + "_${hydra:runtime.choices.model}_${hydra:runtime.choices.data}")

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from cnnbench import distributed
 from cnnbench.board import Board, per_class_accuracy
 from cnnbench.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json
-from cnnbench.config import check_config
+from cnnbench.config import check_config, override_key
 from cnnbench.data import Data, OneBatch, build_data
 from cnnbench.errors import CnnbenchError
 
@@ -181,7 +181,7 @@ def train_epoch(run: Run, cfg: DictConfig, epoch: int) -> tuple[float, float, in
     model, optimizer, scaler, device = run.model, run.optimizer, run.scaler, run.device
     model.train()
     run.data.train.set_epoch(epoch)  # shuffle and augmentation depend only on (seed, epoch)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    layout = memory_format(cfg.channels_last)
     # Sums stay on the device: reading them (.item()) would wait for the device every step.
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -190,7 +190,7 @@ def train_epoch(run: Run, cfg: DictConfig, epoch: int) -> tuple[float, float, in
     for step, (images, labels) in enumerate(bar):
         if cfg.limit_batches and step >= cfg.limit_batches:
             break
-        images = images.to(device, non_blocking=True, memory_format=memory_format)
+        images = images.to(device, non_blocking=True, memory_format=layout)
         labels = labels.to(device, non_blocking=True)
         with autocast(device, cfg.precision):
             outputs = model(images)
@@ -223,6 +223,11 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
     return torch.autocast(device.type, dtype=PRECISIONS[precision], enabled=precision != "fp32")
 
 
+def memory_format(channels_last: bool) -> torch.memory_format:
+    """The layout batches are handed to the model in (see the channels_last key)."""
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The model itself, without torch.compile's or DistributedDataParallel's wrapper."""
     model = getattr(model, "_orig_mod", model)
@@ -248,13 +253,13 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "f
     """
     model = unwrap(model)  # no DDP in evaluation: nothing to synchronise per batch
     model.eval()
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    layout = memory_format(channels_last)
     loss_sum = torch.zeros((), device=device)
     confusion = None
     for step, (images, labels) in enumerate(loader):
         if limit_batches and step >= limit_batches:
             break
-        images = images.to(device, non_blocking=True, memory_format=memory_format)
+        images = images.to(device, non_blocking=True, memory_format=layout)
         labels = labels.to(device, non_blocking=True)
         with autocast(device, precision):
             logits = model(images)
@@ -379,7 +384,7 @@ def hparams(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     overrides = run_dir / ".hydra" / "overrides.yaml"  # written by Hydra for CLI runs
     if overrides.is_file():
         for override in yaml.safe_load(overrides.read_text()) or []:
-            key = override.split("=", 1)[0].lstrip("+~")
+            key = override_key(override)
             if key not in ("model", "data", "seed", "resume") and not key.startswith("hydra"):
                 value = OmegaConf.select(cfg, key, default=override.split("=", 1)[-1])
                 values[key] = value if isinstance(value, int | float | str | bool) else str(value)
