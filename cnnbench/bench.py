@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from cnnbench.data import IDX_FILES, _find_idx_folder, _idx_file
-from cnnbench.train import autocast, build_run, evaluate, memory_format, train_epoch
+from cnnbench.faults import StopSignals
+from cnnbench.train import autocast, build_run, evaluate, memory_format, new_state, train_epoch
 
 # (name, overrides): LeNet on Fashion-MNIST and on CIFAR-10 with crop+flip, plain fp32 and the
 # fastest setting measured on a 2-core AVX-512 CPU (see benchmarks/README.md).
@@ -53,7 +54,9 @@ def cnnbench_epoch(cfg: DictConfig) -> Callable[[], tuple[float, int, nn.Module]
     """(a): one epoch of the real runner on a freshly built run."""
     def run_epoch():
         run = build_run(cfg)
-        seconds, (_, _, seen) = timed(lambda: train_epoch(run, cfg, epoch=0))
+        with StopSignals() as signals:
+            seconds, (_, _, seen, _) = timed(lambda: train_epoch(run, cfg, 0, new_state(), lambda: None,
+                                                                 signals))
         return seconds, seen, run.model
     return run_epoch
 

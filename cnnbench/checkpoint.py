@@ -1,5 +1,6 @@
 """Checkpoints and run files: written atomically, loaded without running pickled code."""
 
+import io
 import json
 import os
 import pickle
@@ -34,7 +35,11 @@ def _atomic_write(path: Path, write) -> None:
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Save a checkpoint dict (tensors, numbers, strings, lists, dicts) atomically."""
-    _atomic_write(path, lambda file: torch.save(state, file))
+    # Serialised in memory first: torch.save turns a failed write (disk full) into a RuntimeError
+    # that no longer says why; a plain write of the bytes raises the OSError that does.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    _atomic_write(path, lambda file: file.write(buffer.getbuffer()))
 
 
 def write_json(data: Any, path: Path) -> None:

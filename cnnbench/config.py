@@ -4,6 +4,7 @@ import hashlib
 import math
 import numbers
 import os
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -60,6 +61,7 @@ _RANGES = [
     ("log_every", 1, math.inf, True, False, True),
     ("limit_batches", 1, math.inf, True, False, True),
     ("early_stopping.patience", 0, math.inf, True, False, True),
+    ("checkpoint.every_n_steps", 0, math.inf, True, False, True),
     ("label_smoothing", 0, 1, True, False, False),
     ("grad_clip", 0, math.inf, True, False, False),
     ("warmup_epochs", 0, math.inf, True, False, False),
@@ -71,6 +73,8 @@ _RANGES = [
     ("data.num_train", 1, math.inf, True, False, True),
     ("data.num_val", 1, math.inf, True, False, True),
     ("data.num_classes", 2, math.inf, True, False, True),
+    ("data.permute_seed", 0, math.inf, True, False, True),
+    ("data.augment.color_jitter", 0, math.inf, True, False, False),
 ]
 
 
@@ -78,7 +82,16 @@ _RANGES = [
 _CHOICES = {
     "precision": ("fp32", "bf16", "fp16"),
     "data.loader": ("memory", "torch"),
+    "data.bad_images": ("error", "skip"),
+    "on_nan": ("stop", "skip_batch"),
 }
+
+
+def refuse_existing_run(run_dir: Path) -> None:
+    """A new run must not write over an earlier one: refuse a folder that already holds last.pt."""
+    if (run_dir / "last.pt").exists():
+        raise CnnbenchError(f"{run_dir} already holds a run (last.pt); continue it with resume=true "
+                            f"(or resume={run_dir}), or choose another hydra.run.dir")
 
 
 def override_key(override: str) -> str:
@@ -102,11 +115,21 @@ def _missing_keys(cfg: DictConfig, prefix: str = ""):
             yield from _missing_keys(cfg[key], f"{prefix}{key}.")
 
 
+# Keys that hold other keys (`early_stopping=3` would replace the group with a number), and one
+# key inside each, for the message.
+_SECTIONS = {"early_stopping": "patience", "checkpoint": "every_n_steps", "data.augment": "hflip"}
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise CnnbenchError naming the first key that is missing or out of its allowed range."""
     missing = sorted(set(_missing_keys(cfg)) - {"steps_per_epoch"})
     if missing:
         raise CnnbenchError(f"{missing[0]} is required: set it on the command line, e.g. {missing[0]}=VALUE")
+    for key, inner in _SECTIONS.items():
+        value = OmegaConf.select(cfg, key, default={})
+        if not isinstance(value, DictConfig):
+            raise CnnbenchError(f"{key}={value!r} would replace a group of keys; set a key inside it, "
+                                f"e.g. {key}.{inner}={value}")
     for key, low, high, low_ok, high_ok, integer in _RANGES:
         value = OmegaConf.select(cfg, key, default=None)
         if value is None:

@@ -8,12 +8,15 @@ Two ways to serve batches, chosen by `data.loader`:
   ImageFolder trees that need decoding from disk (and for comparison on the small datasets).
 """
 
+import copy
 import gzip
+import logging
 import math
+import os
 import pickle
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -21,10 +24,12 @@ import torch.nn.functional as F
 import torchvision
 from omegaconf import DictConfig
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from cnnbench.errors import CnnbenchError
+
+log = logging.getLogger("cnnbench")
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -79,13 +84,14 @@ class MemoryLoader:
         std_t = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
         self.scale = 1 / (255 * std_t)
         self.shift = -torch.tensor(mean, device=images.device).view(1, -1, 1, 1) / std_t
-        self.epoch = 0
+        self.epoch, self.start = 0, 0
         # Training drops the last partial batch (a batch of 1 breaks BatchNorm); evaluation keeps all.
         self.drop_last = shuffle and shard_size(len(labels), rank, world, shuffle) > batch_size
 
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose shuffle and augmentation to replay (deterministic per seed and epoch)."""
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Choose the epoch whose shuffle and augmentation to replay (deterministic per seed and
+        epoch), and the batch to start at (a run resumed from a mid-epoch checkpoint)."""
+        self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
         count = shard_size(len(self.labels), self.rank, self.world, self.shuffle) / self.batch_size
@@ -107,9 +113,16 @@ class MemoryLoader:
             generator.manual_seed(epoch_seed(self.seed, self.epoch) + 7919 * (self.rank + 1))
         for batch in range(len(self)):
             index = order[batch * self.batch_size:(batch + 1) * self.batch_size]
+            augment = self.crop_padding or self.hflip
+            if batch < self.start:
+                # Skipped, but its random draws are made, so the batches after it get the crops
+                # and flips an uninterrupted epoch gives them.
+                if augment:
+                    crop_flip_draws(len(index), self.crop_padding, self.hflip, generator)
+                continue
             # index_select, not images[index]: 30x faster for a batch of rows on a 2-core CPU
             images = self.images.index_select(0, index)
-            if self.crop_padding or self.hflip:
+            if augment:
                 images = random_crop_flip(images, self.crop_padding, self.hflip, generator)
             images = images.float().mul_(self.scale).add_(self.shift)  # in place: one buffer
             if self.resize and tuple(images.shape[-2:]) != self.resize:
@@ -123,7 +136,7 @@ class OneBatch:
     def __init__(self, batch: Batch) -> None:
         self.batch = batch
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Nothing to reshuffle."""
 
     def __len__(self) -> int:
@@ -150,6 +163,16 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
 
+def crop_flip_draws(count: int, padding: int, hflip: bool, generator: torch.Generator
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The random numbers random_crop_flip draws for `count` images: window top, left, flip."""
+    device = generator.device
+    top = torch.randint(0, 2 * padding + 1, (count, 1), generator=generator, device=device)
+    left = torch.randint(0, 2 * padding + 1, (count, 1), generator=generator, device=device)
+    flip = torch.rand(count, 1, generator=generator, device=device) < 0.5 if hflip else None
+    return top, left, flip
+
+
 def random_crop_flip(images: torch.Tensor, padding: int, hflip: bool,
                      generator: torch.Generator) -> torch.Tensor:
     """Per image: a random crop of the original size from the zero-padded image, and a random
@@ -163,11 +186,9 @@ def random_crop_flip(images: torch.Tensor, padding: int, hflip: bool,
     device = images.device
     padded = F.pad(images, (padding,) * 4) if padding else images
     padded_width = width + 2 * padding
-    top = torch.randint(0, 2 * padding + 1, (count, 1), generator=generator, device=device)
-    left = torch.randint(0, 2 * padding + 1, (count, 1), generator=generator, device=device)
+    top, left, flip = crop_flip_draws(count, padding, hflip, generator)
     columns = torch.arange(width, device=device).expand(count, width)
     if hflip:
-        flip = torch.rand(count, 1, generator=generator, device=device) < 0.5
         columns = torch.where(flip, width - 1 - columns, columns)
     rows = torch.arange(height, device=device).view(1, height, 1) * padded_width
     index = (top * padded_width + left).view(count, 1, 1) + rows + columns.view(count, 1, width)
@@ -204,6 +225,10 @@ def sample_transform(cfg: DictConfig, train: bool, size: tuple[int, int],
         steps.append(v2.RandomCrop(crop_size, padding=cfg.augment.crop_padding))
     if train and cfg.augment.hflip:
         steps.append(v2.RandomHorizontalFlip())
+    if train and cfg.augment.get("color_jitter"):  # .get: configs saved before the key existed
+        # brightness, contrast and saturation each scaled by its own random factor in [1-s, 1+s]
+        strength = cfg.augment.color_jitter
+        steps.append(v2.ColorJitter(brightness=strength, contrast=strength, saturation=strength))
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(cfg.mean), list(cfg.std))]
     if native is not None and native != size:
         steps.append(v2.Resize(size, antialias=False))  # bilinear on floats, as MemoryLoader
@@ -336,19 +361,113 @@ def make_fake(cfg: DictConfig, seed: int) -> tuple[dict[str, Batch], list[str]]:
     return splits, [f"class_{i}" for i in range(cfg.num_classes)]
 
 
+def pixel_permutation(height: int, width: int, seed: int) -> torch.Tensor:
+    """A random order of the height x width pixel positions, fixed by `seed`."""
+    return torch.randperm(height * width, generator=torch.Generator().manual_seed(seed))
+
+
+def permute_pixels(images: torch.Tensor, permutation: torch.Tensor) -> torch.Tensor:
+    """Move every pixel of N x C x H x W images to a new place: output pixel i is input pixel
+    permutation[i], in every channel and image alike; `permutation.argsort()` undoes it."""
+    count, channels, height, width = images.shape
+    return images.flatten(2).index_select(2, permutation).view(count, channels, height, width)
+
+
 # ---------------------------------------------------------------- ImageFolder trees
+
+# Image files by extension, as torchvision's ImageFolder (.jpg .jpeg .png .ppm .bmp .pgm .tif .tiff .webp).
+IMAGE_EXTENSIONS = torchvision.datasets.folder.IMG_EXTENSIONS
+# What PIL raises for a file it cannot decode: truncated or not an image at all (OSError,
+# which UnidentifiedImageError is), a damaged header (SyntaxError, ValueError), a decompression bomb.
+IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
 
 def _open_image(path: str, mode: str) -> Image.Image:
     with Image.open(path) as image:
         return image.convert(mode)  # palette, RGBA and greyscale files all become `mode`
 
 
-def _image_folder(folder: Path, mode: str) -> torchvision.datasets.ImageFolder:
+def image_problem(path: str) -> str:
+    """Why PIL cannot decode `path` (one line), or "" when it can."""
     try:
-        return torchvision.datasets.ImageFolder(str(folder), loader=partial(_open_image, mode=mode))
-    except (FileNotFoundError, OSError) as error:
-        raise CnnbenchError(f"data.root: {str(error).splitlines()[0]}; expected "
-                            f"{folder}/<class name>/<image files>") from None
+        _open_image(path, "RGB")
+    except IMAGE_ERRORS as error:
+        return (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return ""
+
+
+def _hidden(name: str) -> bool:
+    # .DS_Store, .ipynb_checkpoints, editors' .swp files: never data
+    return name.startswith(".")
+
+
+class ImageFiles(Dataset):
+    """The images under `root/<class>/` (sub-folders included), labelled by class folder.
+
+    Like torchvision's ImageFolder, with three differences: hidden files and folders are never
+    data (ImageFolder makes `.ipynb_checkpoints` a class), what is left out is counted in
+    `ignored` so it can be said, and a file that cannot be decoded comes back as a marker
+    (label -1 - its index) for the loader to report or skip, not as a crashed worker process.
+    """
+
+    def __init__(self, root: Path, mode: str, size: tuple[int, int]) -> None:
+        self.mode = mode
+        self.transform: v2.Transform | None = None
+        self.ignored: Counter[str] = Counter()  # extension (or "hidden") -> files left out
+        entries = sorted(root.iterdir())
+        self.ignored["hidden"] += sum(_hidden(entry.name) for entry in entries)
+        self.classes = [entry.name for entry in entries if entry.is_dir() and not _hidden(entry.name)]
+        self.samples: list[tuple[str, int]] = []
+        for label, name in enumerate(self.classes):
+            found = self._find_images(root / name)
+            if not found:
+                raise CnnbenchError(f"data.root: class folder {root / name} holds no image files "
+                                    f"({' '.join(IMAGE_EXTENSIONS)}); add images or remove the folder")
+            self.samples += [(path, label) for path in found]
+        self.targets = [label for _, label in self.samples]
+        # What an undecodable image is replaced by until the loader drops it: the transform's shape.
+        self.blank = torch.zeros(1 if mode == "L" else 3, *size)
+
+    def _find_images(self, folder: Path) -> list[str]:
+        found = []
+        for parent, folders, files in os.walk(folder, followlinks=True):
+            self.ignored["hidden"] += sum(_hidden(name) for name in folders)
+            folders[:] = sorted(name for name in folders if not _hidden(name))  # walk these, in order
+            for name in sorted(files):
+                extension = os.path.splitext(name)[1].lower()
+                if _hidden(name):
+                    self.ignored["hidden"] += 1
+                elif extension in IMAGE_EXTENSIONS:
+                    found.append(os.path.join(parent, name))
+                else:
+                    self.ignored[extension or "no extension"] += 1
+        return found
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        try:
+            image = _open_image(path, self.mode)
+        except IMAGE_ERRORS:
+            return self.blank, -1 - index
+        return self.transform(image), label
+
+
+def _image_files(folder: Path, mode: str, size: tuple[int, int]) -> ImageFiles:
+    files = ImageFiles(folder, mode, size)
+    if not files.classes:
+        raise CnnbenchError(f"data.root={folder} holds no class folders; expected "
+                            f"{folder}/<class name>/<image files>")
+    if files.ignored:
+        hidden = files.ignored.pop("hidden", 0)
+        others = ", ".join(f"{count} {extension}" for extension, count in sorted(files.ignored.items()))
+        said = [f"{sum(files.ignored.values())} files that are not images by extension ({others})"] \
+            if files.ignored else []
+        said += [f"{hidden} hidden files or folders"] if hidden else []
+        log.warning("%s: left out %s", folder, " and ".join(said))
+    return files
 
 
 def stratified_split(targets: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -379,13 +498,14 @@ def build_image_folder(cfg: DictConfig, batch_size: int, seed: int, num_workers:
     if (root / "train").is_dir():
         if val_dir is None:
             raise CnnbenchError(f"data.root={root} has train/ but no val/ or test/ folder beside it")
-        train_set, val_set = _image_folder(root / "train", mode), _image_folder(val_dir, mode)
+        train_set, val_set = _image_files(root / "train", mode, size), _image_files(val_dir, mode, size)
         if train_set.classes != val_set.classes:
             raise CnnbenchError(f"{root / 'train'} and {val_dir} hold different class folders: "
                                 f"{train_set.classes} vs {val_set.classes}")
         train_indices, val_indices = list(range(len(train_set))), list(range(len(val_set)))
     else:
-        train_set, val_set = _image_folder(root, mode), _image_folder(root, mode)
+        train_set = _image_files(root, mode, size)
+        val_set = copy.copy(train_set)  # the same files, with the validation transform
         train_indices, val_indices = stratified_split(train_set.targets, cfg.val_fraction, seed)
     if cfg.train_limit:
         train_indices = train_indices[:cfg.train_limit]
@@ -394,23 +514,43 @@ def build_image_folder(cfg: DictConfig, batch_size: int, seed: int, num_workers:
                             f"({', '.join(train_set.classes)}); classification needs at least 2")
     train_set.transform = sample_transform(cfg, train=True, size=size)
     val_set.transform = sample_transform(cfg, train=False, size=size)
-    loaders = [_data_loader(Subset(dataset, indices), batch_size, shuffle, seed, num_workers, device)
+    loaders = [_data_loader(EpochSamples(dataset, indices), batch_size, shuffle, seed, num_workers,
+                            device, cfg.bad_images)
                for dataset, indices, shuffle in ((train_set, train_indices, True),
                                                  (val_set, val_indices, False))]
     return Data(loaders[0], loaders[1], train_set.classes, 1 if cfg.grayscale else 3, size,
                 list(cfg.mean), list(cfg.std))
 
 
+class EpochSamples(Dataset):
+    """The items `indices` of `dataset`, each loaded under the random seed _EpochSampler gives it."""
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int]) -> None:
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item: tuple[int, int]):
+        position, seed = item
+        # The transform's random crop and flip draw from this seed alone, so they do not depend on
+        # which worker process loads the item; fork_rng leaves this process's generator as it was.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[self.indices[position]]
+
+
 class _EpochSampler(torch.utils.data.Sampler):
-    """Shuffles (when training) with a seed per epoch, so a resumed run replays the same order,
-    and hands each distributed process its own shard."""
+    """Shuffles (when training) with a seed per epoch, so a resumed run replays the same order;
+    gives each item a seed for its augmentation; hands each distributed process its own shard."""
 
     def __init__(self, count: int, seed: int, shuffle: bool, rank: int, world: int) -> None:
         self.count, self.seed, self.shuffle, self.rank, self.world = count, seed, shuffle, rank, world
-        self.epoch = 0
+        self.epoch, self.start = 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Replay epoch `epoch`, from its item number `start` on."""
+        self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
         return shard_size(self.count, self.rank, self.world, self.shuffle)
@@ -418,27 +558,58 @@ class _EpochSampler(torch.utils.data.Sampler):
     def __iter__(self):
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         order = torch.randperm(self.count, generator=generator) if self.shuffle else torch.arange(self.count)
-        return iter(shard(order, self.rank, self.world, self.shuffle).tolist())
+        seeds = torch.randint(2**62, (self.count,), generator=generator)
+        order, seeds = (shard(items, self.rank, self.world, self.shuffle)[self.start:] for items in (order, seeds))
+        return zip(order.tolist(), seeds.tolist())
 
 
 class EpochDataLoader(DataLoader):
-    """A DataLoader whose shuffle order is chosen by `set_epoch`, like MemoryLoader's."""
+    """A DataLoader whose shuffle order is chosen by `set_epoch`, like MemoryLoader's, and which
+    stops at (`bad_images` error) or leaves out (skip) images its dataset could not decode."""
 
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose shuffle order to replay."""
-        if isinstance(self.sampler, _EpochSampler):
-            self.sampler.set_epoch(epoch)
+    def __init__(self, *args, bad_images: str = "error", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.bad_images = bad_images
+        self.skipped: set[str] = set()  # paths left out, for metrics.json
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Choose the epoch whose shuffle order to replay, and the batch to start at."""
+        self.sampler.set_epoch(epoch, start * self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for images, labels in super().__iter__():
+            bad = labels < 0  # ImageFiles' marker: -1 - index
+            if bad.any():
+                files = self.dataset.dataset
+                for label in labels[bad].tolist():
+                    self._bad_image(files.samples[-1 - label][0])
+                images, labels = images[~bad], labels[~bad]
+                if not len(labels):
+                    continue
+            yield images, labels
+
+    def _bad_image(self, path: str) -> None:
+        problem = image_problem(path) or "could not be read"
+        if self.bad_images == "error":
+            raise CnnbenchError(f"{path}: not a readable image ({problem}); replace or delete it, "
+                                "or set data.bad_images=skip to leave such files out")
+        if path not in self.skipped:
+            log.warning("skipping %s: not a readable image (%s)", path, problem)
+            self.skipped.add(path)
 
 
-def _data_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int,
-                 device: torch.device) -> EpochDataLoader:
+def _data_loader(dataset: EpochSamples, batch_size: int, shuffle: bool, seed: int, num_workers: int,
+                 device: torch.device, bad_images: str = "error") -> EpochDataLoader:
     rank, world = process_rank()
     sampler = _EpochSampler(len(dataset), seed, shuffle, rank, world)
     return EpochDataLoader(
-        dataset, batch_size=batch_size, sampler=sampler,
+        dataset, batch_size=batch_size, sampler=sampler, bad_images=bad_images,
         drop_last=shuffle and len(sampler) > batch_size,  # as MemoryLoader: no batch of 1 in training
         num_workers=num_workers, persistent_workers=num_workers > 0,
-        pin_memory=device.type == "cuda")
+        pin_memory=device.type == "cuda",
+        # its own generator: drawing worker seeds from torch's global one would change the
+        # training's random numbers (dropout) with the loader, and break exact resume
+        generator=torch.Generator().manual_seed(seed))
 
 
 # ---------------------------------------------------------------- entry point
@@ -458,6 +629,11 @@ def build_data(cfg: DictConfig, *, batch_size: int, seed: int, device: torch.dev
     """Load the dataset `cfg` names and wrap it in the batch streams `cfg.loader` asks for."""
     if cfg.name == "imagefolder":
         return build_image_folder(cfg, batch_size, seed, num_workers, device)
+    if cfg.loader == "memory" and cfg.augment.get("color_jitter"):
+        # torchvision's ColorJitter draws one set of factors per call, i.e. per batch here; the
+        # per-sample transforms of the DataLoader path jitter each image on its own
+        raise CnnbenchError(f"data.augment.color_jitter={cfg.augment.color_jitter} needs data.loader=torch "
+                            "(the in-memory loader does not jitter colours); or set it to 0")
     if cfg.name == "fake":
         splits, classes = make_fake(cfg, seed)
     elif cfg.name in LOADERS:
@@ -467,6 +643,13 @@ def build_data(cfg: DictConfig, *, batch_size: int, seed: int, device: torch.dev
                             f"use one of {', '.join(sorted([*LOADERS, 'fake', 'imagefolder']))}")
     if cfg.train_limit:
         splits["train"] = tuple(tensor[:cfg.train_limit] for tensor in splits["train"])
+    if cfg.get("permute_pixels"):  # .get: configs saved before the key existed
+        # One shuffle of the pixel positions for train and val alike, fixed by permute_seed and not
+        # by the run's seed: it is part of the dataset, so every model and seed sees the same one.
+        # An MLP does not care where its pixels are; a CNN's small local filters do.
+        permutation = pixel_permutation(*splits["train"][0].shape[-2:], cfg.get("permute_seed", 0))
+        splits = {split: (permute_pixels(images, permutation), labels)
+                  for split, (images, labels) in splits.items()}
     channels = splits["train"][0].shape[1]
     for key in ("mean", "std"):
         if len(cfg[key]) != channels:
@@ -483,10 +666,11 @@ def build_data(cfg: DictConfig, *, batch_size: int, seed: int, device: torch.dev
                          hflip=cfg.augment.hflip and train)
             for (images, labels), train in ((splits["train"], True), (splits["val"], False))]
     elif cfg.loader == "torch":
-        streams = [
-            _data_loader(TensorImages(images, labels, sample_transform(cfg, train, resize, native)),
-                         batch_size, train, seed, num_workers, device)
-            for (images, labels), train in ((splits["train"], True), (splits["val"], False))]
+        streams = []
+        for (images, labels), train in ((splits["train"], True), (splits["val"], False)):
+            samples = TensorImages(images, labels, sample_transform(cfg, train, resize, native))
+            streams.append(_data_loader(EpochSamples(samples, range(len(labels))), batch_size, train,
+                                        seed, num_workers, device))
     else:
         raise CnnbenchError(f"data.loader={cfg.loader!r}: use memory or torch")
     return Data(streams[0], streams[1], classes, channels, resize, list(cfg.mean), list(cfg.std))

@@ -40,9 +40,27 @@ def is_main() -> bool:
 
 def sum_across(tensor: torch.Tensor) -> torch.Tensor:
     """The element-wise sum of `tensor` over all processes (itself when not distributed)."""
+    return _all_reduce(tensor, dist.ReduceOp.SUM)
+
+
+def max_across(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise maximum of `tensor` over all processes (itself when not distributed)."""
+    return _all_reduce(tensor, dist.ReduceOp.MAX)
+
+
+def gather_across(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` of every process, stacked in rank order (a stack of one when not distributed)."""
+    if not dist.is_initialized():
+        return tensor.unsqueeze(0)
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor)
+    return torch.stack(parts)
+
+
+def _all_reduce(tensor: torch.Tensor, op: dist.ReduceOp) -> torch.Tensor:
     if dist.is_initialized():
         tensor = tensor.clone()
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        dist.all_reduce(tensor, op=op)
     return tensor
 
 
@@ -50,3 +68,4 @@ def stop() -> None:
     """Leave the process group (every process, at the end of a run)."""
     if dist.is_initialized():
         dist.destroy_process_group()
+

@@ -1,21 +1,25 @@
 """The `cnnbench` command: Hydra composes the config, `train` does the work."""
 
+import difflib
 import importlib.util
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
 import yaml
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from cnnbench import sweep
-from cnnbench.config import check_config, override_key
-from cnnbench.errors import CnnbenchError
+from cnnbench.config import check_config, override_key, refuse_existing_run
+from cnnbench.errors import CnnbenchError, Interrupted
 
 
 @hydra.main(version_base="1.3", config_path="pkg://cnnbench.conf", config_name="config")
@@ -29,8 +33,7 @@ def _run(cfg: DictConfig) -> float | None:
     try:
         metrics = _train(cfg, run_dir)
     except CnnbenchError as error:
-        print(f"cnnbench: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(error))
     return metrics["best_val_acc"]  # what a sweeper (e.g. Optuna) maximises
 
 
@@ -111,19 +114,99 @@ def torchrun_arguments(arguments: list[str], environment: dict[str, str]) -> lis
     return arguments + extra
 
 
+def hydra_error_line(error: Exception, arguments: list[str]) -> str:
+    """One line for what Hydra or OmegaConf refused (they say it in several), with the fix."""
+    cause = error.__cause__
+    if isinstance(cause, ConfigKeyError | ConfigAttributeError) and "not in struct" in str(cause):
+        # a typo such as optimizer.learning_rate=0.1: name the keys that do exist there
+        parent = cause.full_key.rpartition(".")[0]
+        keys = [str(key) for key in (cause.parent_node or {}) if not str(key).startswith("_")]
+        close = difflib.get_close_matches(str(cause.key), keys, n=1) or [
+            key for key in keys if initials(key) == str(cause.key) or key == initials(str(cause.key))]
+        guess = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
+        return (f"{cause.full_key} is not a config key ({guess}keys in {parent or 'the config'}: "
+                f"{', '.join(keys)}); to add a key the config lacks, write +{cause.full_key}=VALUE")
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    first = lines[0].removeprefix("In 'config': ") if lines else type(error).__name__
+    if isinstance(error, OverrideParseException):  # Hydra does not say which argument
+        parser = OverridesParser.create()
+        for argument in arguments:
+            try:
+                parser.parse_override(argument)
+            except HydraException:
+                return f"cannot parse {argument} ({first}); {' '.join(lines[1:])}"
+    if len(lines) > 1 and lines[1].startswith("Available options"):  # a group option that does not exist
+        return f"{first}; choose one of: {', '.join(lines[2:])}"
+    return "; ".join([first, *lines[1:]])
+
+
+def initials(key: str) -> str:
+    """learning_rate -> lr, weight_decay -> wd: how keys get shortened."""
+    return "".join(word[:1] for word in key.split("_"))
+
+
 def main() -> None:
     """Console entry point."""
     missing = missing_plugin(sys.argv[1:])
     if missing:
         # Hydra alone would say only that the option does not exist.
-        print(f"cnnbench: error: {missing} needs a Hydra plugin: pip install 'cnnbench[sweep]'",
-              file=sys.stderr)
-        sys.exit(2)
+        fail(f"{missing} needs a Hydra plugin: pip install 'cnnbench[sweep]'")
     arguments = quote_folders(resume_arguments(sys.argv[1:]))
+    folder = next((a.split("=", 1)[1].strip("'\"") for a in arguments if override_key(a) == "hydra.run.dir"), None)
+    resuming = any(override_key(a) == "resume" and not a.endswith("=false") for a in arguments)
+    if folder and not resuming:
+        try:
+            # before Hydra starts: it would write over the folder's .hydra/ (and its overrides)
+            refuse_existing_run(Path(folder))
+        except CnnbenchError as error:
+            fail(str(error))
     sys.argv = [sys.argv[0], *torchrun_arguments(arguments, dict(os.environ))]
-    _run()
+    traceback_asked = "HYDRA_FULL_ERROR" in os.environ
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises its errors, to be said here in one line
+    try:
+        _run()
+    except Interrupted as stop:
+        multirun = any(a in ("-m", "--multirun") for a in sys.argv)
+        hint = ("Rerun the same command to continue the sweep (finished runs are skipped, this one resumes)"
+                if multirun else f"Continue with: cnnbench resume={stop.run_dir}")
+        if distributed_rank() == 0:
+            print(f"cnnbench: {stop}. {hint}", file=sys.stderr, flush=True)
+        sys.exit(stop.exit_code)
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
+        print("\ncnnbench: stopped at once; last.pt holds the last saved progress", file=sys.stderr)
+        sys.exit(130)
+    except (HydraException, OmegaConfBaseException) as error:
+        if traceback_asked:
+            raise
+        fail(hydra_error_line(error, sys.argv[1:]))
+    except (OSError, ValueError) as error:
+        # Hydra cannot create the run folder or its log file there (read-only, disk full); the
+        # logging module wraps its OSError in a ValueError
+        cause = os_error(error)
+        if traceback_asked or cause is None:
+            raise
+        fail(f"cannot write {cause.filename or 'a file'}: {cause.strerror or cause}; run where you "
+             "can write, or choose another folder with hydra.run.dir=DIR")
     if sweep.failed_jobs():  # each was reported when it failed; the exit status says so too
         sys.exit(1)
+
+
+def os_error(error: BaseException | None) -> OSError | None:
+    """The OSError that `error` is, or was raised while handling, if any."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    return error
+
+
+def fail(message: str) -> NoReturn:
+    """Say what is wrong in one line and exit with status 2 (bad input), as argparse does."""
+    print(f"cnnbench: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def distributed_rank() -> int:
+    """This process's rank under torchrun (0 otherwise), read without importing torch."""
+    return int(os.environ.get("RANK", "0"))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import logging
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,10 @@ from tqdm import tqdm
 from cnnbench import distributed
 from cnnbench.board import Board, per_class_accuracy
 from cnnbench.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json
-from cnnbench.config import check_config, override_key
+from cnnbench.config import check_config, override_key, refuse_existing_run
 from cnnbench.data import Data, OneBatch, build_data
-from cnnbench.errors import CnnbenchError
+from cnnbench.errors import CnnbenchError, Interrupted
+from cnnbench.faults import LossWatch, StopSignals
 
 log = logging.getLogger("cnnbench")
 
@@ -101,12 +103,14 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     main = distributed.is_main()  # distributed: only rank 0 logs and writes files
     if not main:
         log.setLevel(logging.WARNING)
-    state = {"epoch": 0, "best_val_acc": -1.0, "best_epoch": 0, "history": [], "wall_time_s": 0.0}
+    state = new_state()
     if resume_from:
-        state = resume(resume_from, run)
-        log.info("resuming from %s after epoch %d", resume_from, state["epoch"])
+        state = resume(resume_from, run, cfg)
+        log.info("resuming from %s after epoch %d%s", resume_from, state["epoch"],
+                 f", step {state['step']}" if state["step"] else "")
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        remove_unfinished_writes(run_dir)
         write_json(OmegaConf.to_container(cfg, resolve=True), run_dir / "config.json")
     board = Board(run_dir, data.classes, data.mean, data.std, enabled=main)
     parameters = sum(p.numel() for p in model.parameters())
@@ -114,52 +118,58 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     log.info("%s on %s: %s parameters, %d classes, %s images on %s, %s", model_name(cfg),
              cfg.data.name, f"{parameters:,}", data.num_classes, "x".join(map(str, data.image_size)),
              device, cfg.precision)
-    if state["epoch"] == 0 and main:
+    if state["epoch"] == 0 and state["step"] == 0 and main:
         data.train.set_epoch(0)
         board.training_batch(*next(iter(data.train)))
 
-    confusion: list[list[int]] = []
-    for epoch in range(state["epoch"], cfg.epochs):
-        if stop_early(state, cfg.early_stopping.patience):
-            log.info("early stop: no better val acc for %d epochs since epoch %d",
-                     cfg.early_stopping.patience, state["best_epoch"])
-            break
-        epoch_start = time.perf_counter()
-        train_loss, train_acc, seen = train_epoch(run, cfg, epoch)
-        train_time = time.perf_counter() - epoch_start
-        val = evaluate(model, data.val, device, cfg.precision, cfg.channels_last, cfg.limit_batches)
-        confusion = val["confusion"]
-        epoch_time = time.perf_counter() - epoch_start
-        record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
-                  "val_loss": val["loss"], "val_acc": val["acc"], "lr": run.optimizer.param_groups[0]["lr"],
-                  "train_images": seen, "images_per_sec": seen / train_time, "epoch_time_s": epoch_time}
-        state["history"].append(record)
-        state["epoch"] = epoch + 1
-        state["wall_time_s"] += epoch_time
-        state["per_class_acc"] = per_class_accuracy(confusion, data.classes)
-        board.epoch(record, confusion)
-        log.info("epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  %.0f img/s  %.1f s",
-                 epoch + 1, cfg.epochs, train_loss, train_acc, val["loss"], val["acc"],
-                 record["images_per_sec"], epoch_time)
-
-        checkpoint = {"model": unwrap(model).state_dict(), "optimizer": run.optimizer.state_dict(),
-                      "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
-                      "rng": rng_state(), "config": OmegaConf.to_container(cfg, resolve=True),
-                      "classes": data.classes, "in_channels": data.in_channels,
-                      "image_size": list(data.image_size), **state}
-        improved = val["acc"] > state["best_val_acc"]
-        if improved:
-            state["best_val_acc"], state["best_epoch"] = val["acc"], epoch + 1
-            checkpoint.update(best_val_acc=val["acc"], best_epoch=epoch + 1)
+    def save_last() -> None:
         if main:
-            if improved:
-                save_checkpoint(checkpoint, run_dir / "best.pt")
-            save_checkpoint(checkpoint, run_dir / "last.pt")
-            write_json(summarise(cfg, state, parameters, device, finished=False), run_dir / "metrics.json")
+            save_checkpoint(checkpoint_state(run, cfg, state), run_dir / "last.pt")
+
+    confusion: list[list[int]] = []
+    with StopSignals() as signals:
+        for epoch in range(state["epoch"], cfg.epochs):
+            if stop_early(state, cfg.early_stopping.patience):
+                log.info("early stop: no better val acc for %d epochs since epoch %d",
+                         cfg.early_stopping.patience, state["best_epoch"])
+                break
+            trained = train_epoch(run, cfg, epoch, state, save_last, signals)
+            evaluation_start = time.perf_counter()
+            val = None if trained is None else evaluate(
+                model, data.val, device, cfg.precision, cfg.channels_last, cfg.limit_batches, cfg.tta,
+                stop=lambda step: signals.stop_now(step, cfg.log_every, device))
+            if val is None:  # a signal came: last.pt holds where training got to
+                save_last()
+                raise Interrupted(signals.received.name, signals.received, stopped_at(state, epoch, cfg),
+                                  str(run_dir))
+            train_loss, train_acc, seen, train_time = trained
+            confusion = val["confusion"]
+            epoch_time = train_time + time.perf_counter() - evaluation_start
+            record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
+                      "val_loss": val["loss"], "val_acc": val["acc"],
+                      "lr": run.optimizer.param_groups[0]["lr"], "train_images": seen,
+                      "images_per_sec": seen / train_time, "epoch_time_s": epoch_time}
+            state["history"].append(record)
+            state.update(epoch=epoch + 1, step=0, epoch_sums=None)
+            state["wall_time_s"] += epoch_time
+            state["per_class_acc"] = per_class_accuracy(confusion, data.classes)
+            state["skipped_images"] = sorted(set(state["skipped_images"]) | skipped_images(data))
+            board.epoch(record, confusion)
+            log.info("epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  %.0f img/s  %.1f s",
+                     epoch + 1, cfg.epochs, train_loss, train_acc, val["loss"], val["acc"],
+                     record["images_per_sec"], epoch_time)
+            if val["acc"] > state["best_val_acc"]:
+                state["best_val_acc"], state["best_epoch"] = val["acc"], epoch + 1
+                if main:
+                    save_checkpoint(checkpoint_state(run, cfg, state), run_dir / "best.pt")
+            save_last()
+            if main:
+                write_json(summarise(cfg, state, parameters, device, finished=False), run_dir / "metrics.json")
 
     metrics = summarise(cfg, state, parameters, device, finished=True)
     if not confusion and state["history"]:  # resumed a finished run: evaluate once for the pictures
-        val = evaluate(model, data.val, device, cfg.precision, cfg.channels_last, cfg.limit_batches)
+        val = evaluate(model, data.val, device, cfg.precision, cfg.channels_last, cfg.limit_batches,
+                       cfg.tta)
         confusion = val["confusion"]
     if main:
         write_json(metrics, run_dir / "metrics.json")
@@ -176,25 +186,65 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     return metrics
 
 
-def train_epoch(run: Run, cfg: DictConfig, epoch: int) -> tuple[float, float, int]:
-    """One pass over the training data; returns mean loss, accuracy and the number of images."""
+def new_state() -> dict[str, Any]:
+    """The progress of a run that has not started (train() updates it; last.pt saves it).
+
+    `epoch` epochs are done, and `step` optimizer steps of the next one, whose loss and accuracy
+    sums so far are `epoch_sums`: a run stopped mid-epoch resumes there.
+    """
+    return {"epoch": 0, "step": 0, "epoch_sums": None, "best_val_acc": -1.0, "best_epoch": 0,
+            "history": [], "wall_time_s": 0.0, "skipped_batches": 0, "skipped_images": []}
+
+
+def train_epoch(run: Run, cfg: DictConfig, epoch: int, state: dict[str, Any],
+                save_last: Callable[[], None], signals: StopSignals
+                ) -> tuple[float, float, int, float] | None:
+    """One pass over the training data, or the rest of one (from state["step"], after a resume).
+
+    Returns mean loss, accuracy, number of images and seconds spent, all for the whole epoch;
+    None when a signal asked the run to stop (state says how far it got). Keeps state["step"]
+    and state["epoch_sums"] current, and saves last.pt every checkpoint.every_n_steps steps.
+    """
     model, optimizer, scaler, device = run.model, run.optimizer, run.scaler, run.device
     model.train()
-    run.data.train.set_epoch(epoch)  # shuffle and augmentation depend only on (seed, epoch)
+    start = state["step"]
+    run.data.train.set_epoch(epoch, start)  # shuffle and augmentation depend only on (seed, epoch)
     layout = memory_format(cfg.channels_last)
     # Sums stay on the device: reading them (.item()) would wait for the device every step.
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = 0
-    bar = tqdm(run.data.train, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None)
-    for step, (images, labels) in enumerate(bar):
-        if cfg.limit_batches and step >= cfg.limit_batches:
+    seen, seconds = 0, 0.0
+    if state["epoch_sums"]:  # resumed mid-epoch: this process's sums so far
+        rank, sums = distributed.rank(), state["epoch_sums"]
+        loss_sum += sums["loss"][rank].to(device)
+        correct += sums["correct"][rank].to(device)
+        seen, seconds = sums["seen"][rank], sums["seconds"]
+    clock = time.perf_counter() - seconds
+    watch = LossWatch(cfg.on_nan, epoch, device)
+
+    def keep_progress(step: int) -> None:
+        # every process's sums, in rank order: rank 0 saves them for all
+        local = torch.stack([loss_sum, correct.float(), torch.tensor(float(seen), device=device)])
+        per_process = distributed.gather_across(local).cpu()
+        state["step"] = step
+        state["epoch_sums"] = {"loss": per_process[:, 0], "correct": per_process[:, 1].long(),
+                               "seen": per_process[:, 2].long().tolist(),
+                               "seconds": time.perf_counter() - clock}
+
+    every = cfg.checkpoint.every_n_steps
+    bar = tqdm(run.data.train, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=cfg.steps_per_epoch,
+               initial=start, leave=False, disable=None)
+    for step, (images, labels) in enumerate(bar, start=start):
+        if step >= cfg.steps_per_epoch:  # limit_batches
             break
         images = images.to(device, non_blocking=True, memory_format=layout)
         labels = labels.to(device, non_blocking=True)
         with autocast(device, cfg.precision):
             outputs = model(images)
             loss, logits = classification_loss(outputs, labels, run.criterion, cfg.aux_loss_weight)
+        if watch.skip_batch(loss, step):
+            state["skipped_batches"] += 1
+            continue
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
@@ -207,12 +257,54 @@ def train_epoch(run: Run, cfg: DictConfig, epoch: int) -> tuple[float, float, in
         correct += (logits.argmax(1) == labels).sum()
         seen += len(labels)
         if step % cfg.log_every == 0:
+            watch.check()  # the bar reads the device now anyway
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
+        stop = signals.stop_now(step, cfg.log_every, device)
+        if stop or (every and (step + 1) % every == 0 and step + 1 < cfg.steps_per_epoch):
+            watch.check()  # never save weights a NaN has reached
+            keep_progress(step + 1)
+            if stop:
+                return None
+            save_last()
+    watch.check()
+    keep_progress(cfg.steps_per_epoch)
     # One all-reduce per epoch: every process reports the same numbers, over all the shards.
     seen_tensor = torch.tensor(float(seen), device=device)
     totals = distributed.sum_across(torch.stack([loss_sum, correct.float(), seen_tensor]))
     loss_total, correct_total, seen_total = totals.tolist()
-    return loss_total / seen_total, correct_total / seen_total, int(seen_total)
+    seen_total = max(seen_total, 1)  # every batch skipped (on_nan=skip_batch): no division by zero
+    return loss_total / seen_total, correct_total / seen_total, int(seen_total), state["epoch_sums"]["seconds"]
+
+
+def checkpoint_state(run: Run, cfg: DictConfig, state: dict[str, Any]) -> dict[str, Any]:
+    """Everything that decides the rest of the run (weights, optimizer, scheduler, loss scaler,
+    every random generator, progress), and what is needed to use the model alone."""
+    data = run.data
+    return {"model": unwrap(run.model).state_dict(), "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
+            "rng": rng_state(), "config": OmegaConf.to_container(cfg, resolve=True),
+            "classes": data.classes, "in_channels": data.in_channels,
+            "image_size": list(data.image_size), **state}
+
+
+def stopped_at(state: dict[str, Any], epoch: int, cfg: DictConfig) -> str:
+    """Where a stopped run got to, in words."""
+    if state["step"] >= cfg.steps_per_epoch:
+        return f"in epoch {epoch + 1}'s evaluation (its training steps are saved)"
+    return f"at epoch {epoch + 1}, step {state['step']} of {cfg.steps_per_epoch}"
+
+
+def skipped_images(data: Data) -> set[str]:
+    """Images the loaders left out as unreadable (data.bad_images=skip)."""
+    return getattr(data.train, "skipped", set()) | getattr(data.val, "skipped", set())
+
+
+def remove_unfinished_writes(run_dir: Path) -> None:
+    """Delete the temporary files a killed run left half-written (the files they were to replace
+    are intact: see checkpoint.py)."""
+    for name in ("last.pt", "best.pt", "metrics.json", "config.json"):
+        for path in run_dir.glob(f".{name}.*.tmp"):
+            path.unlink(missing_ok=True)
 
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -246,9 +338,12 @@ def classification_loss(outputs: torch.Tensor | tuple[torch.Tensor, ...], labels
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "fp32",
-             channels_last: bool = False, limit_batches: int | None = None) -> dict[str, Any]:
+             channels_last: bool = False, limit_batches: int | None = None,
+             tta: bool = False, stop: Callable[[int], bool] | None = None) -> dict[str, Any] | None:
     """Mean cross-entropy, accuracy and confusion matrix (rows: true class) of `model` on `loader`.
 
+    `tta`: score the mean of the logits of each image and its left-right mirror image.
+    `stop(step)`: asked after every batch; True ends the evaluation early and returns None.
     Distributed, each process evaluates its shard and the sums are added up across processes.
     """
     model = unwrap(model)  # no DDP in evaluation: nothing to synchronise per batch
@@ -263,11 +358,17 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "f
         labels = labels.to(device, non_blocking=True)
         with autocast(device, precision):
             logits = model(images)
+            if tta:
+                # A mirrored photo is as likely as the original: averaging both predictions cancels
+                # part of each one's error, for twice the cost (Page's ResNet-9, airbench)
+                logits = (logits + model(images.flip(-1))) / 2
         loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
         classes = logits.shape[1]
         # true * classes + predicted counts each (true, predicted) pair in one bincount
         pairs = torch.bincount(labels * classes + logits.argmax(1), minlength=classes * classes)
         confusion = pairs if confusion is None else confusion + pairs
+        if stop and stop(step):
+            return None
     confusion = distributed.sum_across(confusion).view(classes, classes).cpu()
     loss_sum = distributed.sum_across(loss_sum)
     count = int(confusion.sum())
@@ -312,9 +413,7 @@ def build_optimizer(cfg: DictConfig, model: nn.Module):
 def find_resume_checkpoint(resume: bool | str, run_dir: Path) -> Path | None:
     """The checkpoint to resume from (None for a fresh run); refuse to overwrite an earlier run."""
     if resume is False or resume is None:
-        if (run_dir / "last.pt").exists():
-            raise CnnbenchError(f"{run_dir} already holds a run (last.pt); continue it with "
-                                "resume=true, or choose another hydra.run.dir")
+        refuse_existing_run(run_dir)
         return None
     path = run_dir if resume is True else Path(str(resume))
     path = path / "last.pt" if path.is_dir() or resume is True else path
@@ -325,9 +424,15 @@ def find_resume_checkpoint(resume: bool | str, run_dir: Path) -> Path | None:
     return path
 
 
-def resume(path: Path, run: Run) -> dict[str, Any]:
+def resume(path: Path, run: Run, cfg: DictConfig) -> dict[str, Any]:
     """Load model, optimizer, scheduler, scaler and RNG states; return the run's progress so far."""
     checkpoint = load_checkpoint(path)
+    step, saved_steps = checkpoint.get("step", 0), checkpoint["config"].get("steps_per_epoch")
+    if step and saved_steps != cfg.steps_per_epoch:
+        # the same step number would be another place in the data
+        raise CnnbenchError(f"{path} was saved {step} steps into an epoch of {saved_steps} steps; this "
+                            f"config has {cfg.steps_per_epoch} steps per epoch: resume with the run's own "
+                            "batch_size and limit_batches")
     try:
         unwrap(run.model).load_state_dict(checkpoint["model"])
         run.optimizer.load_state_dict(checkpoint["optimizer"])
@@ -339,7 +444,9 @@ def resume(path: Path, run: Run) -> dict[str, Any]:
     set_rng_state(checkpoint["rng"])
     keys = ("epoch", "best_val_acc", "best_epoch", "history", "wall_time_s")
     progress = {key: checkpoint[key] for key in keys}
-    return {**progress, "per_class_acc": checkpoint.get("per_class_acc", {})}
+    # absent from checkpoints of earlier cnnbench versions, which saved at epoch ends only
+    optional = {"step": 0, "epoch_sums": None, "skipped_batches": 0, "skipped_images": [], "per_class_acc": {}}
+    return {**progress, **{key: checkpoint.get(key, default) for key, default in optional.items()}}
 
 
 def select_device(name: str) -> torch.device:
@@ -424,6 +531,9 @@ def summarise(cfg: DictConfig, state: dict[str, Any], parameters: int, device: t
         "images_per_sec": sum(r["images_per_sec"] for r in history) / max(1, len(history)),
         "wall_time_s": state["wall_time_s"], "device": str(device),
         "per_class_acc": state.get("per_class_acc", {}),
+        # left out: batches whose loss was NaN or infinite (on_nan=skip_batch), unreadable images
+        # (data.bad_images=skip)
+        "skipped_batches": state["skipped_batches"], "skipped_images": state["skipped_images"],
         **peak_memory_mb(device),
         "history": history,
     }

@@ -50,15 +50,3 @@ def test_image_folder_with_a_single_class_is_one_line(tmp_path):
     write_image_folder(tmp_path / "pets", classes=("cat",), per_class=2)
     result = run_cli("data=imagefolder", f"data.root={tmp_path / 'pets'}", cwd=tmp_path)
     assert_one_line_error(result, "1 class folder (cat)", "at least 2")
-
-
-def test_unknown_group_option_lists_the_options(tmp_path):
-    result = run_cli("model=lenet7", cwd=tmp_path)
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "Could not find 'model/lenet7'" in result.stderr and "lenet" in result.stderr
-
-
-def test_unknown_key_is_not_silently_ignored(tmp_path):
-    result = run_cli("optimizer.learning_rate=0.1", cwd=tmp_path)
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "optimizer.learning_rate" in result.stderr

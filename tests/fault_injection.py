@@ -1,0 +1,71 @@
+"""Run the `cnnbench` command with a fault injected at an exact point (for tests/test_faults.py).
+
+    python tests/fault_injection.py FAULT AT [cnnbench arguments ...]
+
+FAULT  kill: SIGKILL (nothing can catch it), term: SIGTERM, int: SIGINT, int-twice: two SIGINTs
+AT     train-batch:N  when the N-th training batch is handed out (counted from the start of this
+                      process, the batch shown in TensorBoard before epoch 1 included)
+       val-batch:N    when the N-th validation batch is handed out
+       save:NAME:N    halfway through the N-th write of run file NAME (last.pt, best.pt, ...)
+
+The process signals itself, so the fault lands at the same point on every run, however fast
+the machine is. Nothing here changes what cnnbench does until the fault.
+"""
+
+import functools
+import os
+import signal
+import sys
+from collections import Counter
+
+from cnnbench import checkpoint, data, run
+
+FAULTS = {"kill": [signal.SIGKILL], "term": [signal.SIGTERM], "int": [signal.SIGINT],
+          "int-twice": [signal.SIGINT, signal.SIGINT]}
+
+
+def main() -> None:
+    fault, at, *arguments = sys.argv[1:]
+    place, _, count = at.rpartition(":")
+    count = int(count)
+    seen: Counter[str] = Counter()
+
+    def strike() -> None:
+        for number in FAULTS[fault]:
+            os.kill(os.getpid(), number)
+
+    def counting(iterate):
+        @functools.wraps(iterate)
+        def wrapper(loader):
+            training = loader.shuffle if isinstance(loader, data.MemoryLoader) else loader.sampler.shuffle
+            kind = "train-batch" if training else "val-batch"
+            for batch in iterate(loader):
+                seen[kind] += 1
+                if kind == place and seen[kind] == count:
+                    strike()
+                yield batch
+        return wrapper
+
+    data.MemoryLoader.__iter__ = counting(data.MemoryLoader.__iter__)
+    data.EpochDataLoader.__iter__ = counting(data.EpochDataLoader.__iter__)
+
+    real_write = checkpoint._atomic_write
+
+    def atomic_write(path, write):
+        place_here = f"save:{path.name}"
+        seen[place_here] += 1
+        if place == place_here and seen[place] == count:
+            def write_half(file) -> None:
+                file.write(b"PK\x03\x04 half a checkpoint")
+                file.flush()
+                strike()
+            write = write_half
+        return real_write(path, write)
+
+    checkpoint._atomic_write = atomic_write
+    sys.argv = ["cnnbench", *arguments]
+    run.main()
+
+
+if __name__ == "__main__":
+    main()
