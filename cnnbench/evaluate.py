@@ -39,7 +39,8 @@ def evaluate_checkpoint(ckpt: str | Path, overrides: Sequence[str] = ()) -> dict
         raise CnnbenchError(f"the data does not match the checkpoint: {describe(*here)} here, "
                             f"{describe(*trained)} in training; check the data.* overrides")
 
-    metrics = evaluate(model, data.val, device, cfg.precision, cfg.channels_last)
+    # .get: checkpoints saved before the tta key existed
+    metrics = evaluate(model, data.val, device, cfg.precision, cfg.channels_last, tta=cfg.get("tta", False))
     confusion = torch.tensor(metrics["confusion"])  # rows: true class, columns: predicted
     per_class = {name: (row[i] / row.sum()).item() if row.sum() else None
                  for i, (name, row) in enumerate(zip(data.classes, confusion.double(), strict=True))}

@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from PIL import Image
 from torch import nn
 
-from cnnbench.data import sample_transform
+from cnnbench.data import permute_pixels, pixel_permutation, sample_transform
 from cnnbench.errors import CnnbenchError
 from cnnbench.train import build_model
 
@@ -161,4 +161,12 @@ def preprocess(images: list[Image.Image], data_cfg: DictConfig, image_size: tupl
     # The transform an ImageFolder run validates with: resize (bilinear, antialiased), scale to
     # [0, 1], normalise with the run's mean and std.
     transform = sample_transform(data_cfg, train=False, size=tuple(image_size))
-    return torch.stack([transform(image) for image in images])
+    batch = torch.stack([transform(image) for image in images])
+    if data_cfg.get("permute_pixels"):
+        # trained on pixel-shuffled images (data.permute_pixels): shuffle these the same way; the
+        # run shuffled at the dataset's own size, before any data.resize, which is not known here
+        if data_cfg.get("resize"):
+            raise CnnbenchError("this model was trained with data.permute_pixels=true and data.resize: "
+                                "its pixel order cannot be rebuilt for new images")
+        batch = permute_pixels(batch, pixel_permutation(*image_size, data_cfg.get("permute_seed", 0)))
+    return batch

@@ -20,6 +20,8 @@ _CFGS: dict[str, list[int | str]] = {
 _HIDDEN = 4096
 # the five pools shrink the input 32x: 224 px ends at the paper's 7x7
 _DOWNSAMPLE = 32
+# fc: the paper's two 4096-wide hidden layers; linear: global average pool + one linear layer
+_CLASSIFIERS = ("fc", "linear")
 
 
 def make_layers(cfg: list[int | str], in_channels: int, batch_norm: bool,
@@ -44,21 +46,29 @@ def make_layers(cfg: list[int | str], in_channels: int, batch_norm: bool,
 
 
 class VGG(nn.Module):
-    """VGG conv blocks, then two hidden FC layers with dropout and the classifier."""
+    """VGG conv blocks, then two hidden FC layers with dropout and the classifier (`classifier="fc"`),
+    or global average pooling and one linear layer (`classifier="linear"`)."""
 
     def __init__(self, features: nn.Sequential, out_channels: int, pooled: tuple[int, int],
-                 num_classes: int, hidden: int, dropout: float) -> None:
+                 num_classes: int, hidden: int, dropout: float, classifier: str = "fc") -> None:
         super().__init__()
         self.features = features
-        # identity at the configured image size; other sizes still fit the classifier
-        self.avgpool = nn.AdaptiveAvgPool2d(pooled)
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(out_channels * pooled[0] * pooled[1], hidden), nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(hidden, num_classes),
-        )
+        if classifier == "linear":
+            # The simplified VGG of the CIFAR-10 labs (and of kuangliu/pytorch-cifar): at 32 px the
+            # five pools leave a 1x1x512 map, which needs no hidden FC layers to be classified;
+            # at larger sizes the map is averaged to 1x1 first.
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+            self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(out_channels, num_classes))
+        else:
+            # identity at the configured image size; other sizes still fit the classifier
+            self.avgpool = nn.AdaptiveAvgPool2d(pooled)
+            self.classifier = nn.Sequential(
+                nn.Flatten(),
+                nn.Linear(out_channels * pooled[0] * pooled[1], hidden), nn.ReLU(inplace=True),
+                nn.Dropout(dropout),
+                nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                nn.Linear(hidden, num_classes),
+            )
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -72,39 +82,51 @@ class VGG(nn.Module):
 
 
 def _vgg(name: str, num_classes: int, in_channels: int, image_size: int | Sequence[int],
-         batch_norm: bool, width_ratio: float, dropout: float) -> VGG:
+         batch_norm: bool, width_ratio: float, dropout: float, classifier: str,
+         hidden: int | None) -> VGG:
+    if classifier not in _CLASSIFIERS:
+        raise ValueError(f"unknown classifier {classifier!r}; choose one of {', '.join(_CLASSIFIERS)}")
     cfg = _CFGS[name]
     # pool to the map the features produce at this image size (7x7 at 224 px, 1x1 at 32 px):
     # pooling a 1x1 CIFAR map up to 7x7 would copy it 49 times into ~100M useless FC weights
     pooled = tuple(math.ceil(side / _DOWNSAMPLE) for side in image_hw(image_size))
     out_channels = max(1, int(cfg[-2] * width_ratio))
     return VGG(make_layers(cfg, in_channels, batch_norm, width_ratio), out_channels, pooled,
-               num_classes, hidden=max(1, int(_HIDDEN * width_ratio)), dropout=dropout)
+               num_classes, hidden=hidden or max(1, int(_HIDDEN * width_ratio)), dropout=dropout,
+               classifier=classifier)
 
 
 @register_model
 def vgg11(num_classes: int = 1000, in_channels: int = 3, image_size: int | Sequence[int] = 224,
-          batch_norm: bool = False, width_ratio: float = 1.0, dropout: float = 0.5) -> VGG:
+          batch_norm: bool = False, width_ratio: float = 1.0, dropout: float = 0.5,
+          classifier: str = "fc", hidden: int | None = None) -> VGG:
     """VGG-11, configuration A (Simonyan & Zisserman 2014, https://arxiv.org/abs/1409.1556)."""
-    return _vgg("vgg11", num_classes, in_channels, image_size, batch_norm, width_ratio, dropout)
+    return _vgg("vgg11", num_classes, in_channels, image_size, batch_norm, width_ratio, dropout,
+                classifier, hidden)
 
 
 @register_model
 def vgg13(num_classes: int = 1000, in_channels: int = 3, image_size: int | Sequence[int] = 224,
-          batch_norm: bool = False, width_ratio: float = 1.0, dropout: float = 0.5) -> VGG:
+          batch_norm: bool = False, width_ratio: float = 1.0, dropout: float = 0.5,
+          classifier: str = "fc", hidden: int | None = None) -> VGG:
     """VGG-13, configuration B (Simonyan & Zisserman 2014, https://arxiv.org/abs/1409.1556)."""
-    return _vgg("vgg13", num_classes, in_channels, image_size, batch_norm, width_ratio, dropout)
+    return _vgg("vgg13", num_classes, in_channels, image_size, batch_norm, width_ratio, dropout,
+                classifier, hidden)
 
 
 @register_model
 def vgg16(num_classes: int = 1000, in_channels: int = 3, image_size: int | Sequence[int] = 224,
-          batch_norm: bool = False, width_ratio: float = 1.0, dropout: float = 0.5) -> VGG:
+          batch_norm: bool = False, width_ratio: float = 1.0, dropout: float = 0.5,
+          classifier: str = "fc", hidden: int | None = None) -> VGG:
     """VGG-16, configuration D (Simonyan & Zisserman 2014, https://arxiv.org/abs/1409.1556)."""
-    return _vgg("vgg16", num_classes, in_channels, image_size, batch_norm, width_ratio, dropout)
+    return _vgg("vgg16", num_classes, in_channels, image_size, batch_norm, width_ratio, dropout,
+                classifier, hidden)
 
 
 @register_model
 def vgg19(num_classes: int = 1000, in_channels: int = 3, image_size: int | Sequence[int] = 224,
-          batch_norm: bool = False, width_ratio: float = 1.0, dropout: float = 0.5) -> VGG:
+          batch_norm: bool = False, width_ratio: float = 1.0, dropout: float = 0.5,
+          classifier: str = "fc", hidden: int | None = None) -> VGG:
     """VGG-19, configuration E (Simonyan & Zisserman 2014, https://arxiv.org/abs/1409.1556)."""
-    return _vgg("vgg19", num_classes, in_channels, image_size, batch_norm, width_ratio, dropout)
+    return _vgg("vgg19", num_classes, in_channels, image_size, batch_norm, width_ratio, dropout,
+                classifier, hidden)
