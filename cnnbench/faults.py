@@ -73,7 +73,7 @@ class DivergedError(CnnbenchError):
 # themselves are NaN or infinite, and every later batch would be skipped too.
 MAX_SKIPPED_IN_A_ROW = 10
 
-HINT = ("the last good checkpoints stay in the run folder; try a lower optimizer.lr, warmup_epochs=1, "
+HINT = ("checkpoints saved before it stay as they were; try a lower optimizer.lr, warmup_epochs=1, "
         "grad_clip=1.0 or precision=fp32")
 
 

@@ -2,7 +2,7 @@
 train as their folder says, failures that do not stop the other jobs, and a leaderboard at the end.
 
 Hydra's basic launcher runs a sweep's jobs one after another in this process; `run_job` handles
-one job and never raises, and the `Leaderboard` callback (conf/config.yaml, `hydra.callbacks`)
+one job and raises only when SIGINT/SIGTERM stopped it (the sweep stops), and the `Leaderboard` callback (conf/config.yaml, `hydra.callbacks`)
 writes the leaderboard when the last job is done.
 """
 
@@ -65,7 +65,10 @@ def plan(run_dir: Path, epochs: int) -> str:
 
 def run_job(cfg: DictConfig, run_dir: Path, train: Callable[[DictConfig, Path], dict[str, Any]]
             ) -> float | None:
-    """One job of a sweep: skip it if finished, resume it if interrupted, else train it; never raises."""
+    """One job of a sweep: skip it if finished, resume it if interrupted, else train it.
+
+    A failure is reported and the sweep goes on; only a stop signal (errors.Interrupted) passes.
+    """
     if any(job.folder == run_dir for job in JOBS):
         # Only possible when the overrides differ in keys left out of folder names.
         return _failed(run_dir, "an earlier job of this sweep has the same folder; their overrides differ "

@@ -223,8 +223,8 @@ def fake_run(compose_config, *overrides: str):
 
 def test_a_nan_loss_stops_the_run_naming_epoch_and_step(compose_config, tmp_path, monkeypatch):
     poison_losses(monkeypatch, {16 + 6})  # epoch 2, its 7th step
-    with pytest.raises(DivergedError, match=r"loss became NaN or infinite at epoch 2, step 7; the last "
-                                            r"good checkpoints stay .*optimizer.lr.*precision=fp32"):
+    with pytest.raises(DivergedError, match=r"loss became NaN or infinite at epoch 2, step 7; checkpoints "
+                                            r"saved before it stay as they were; .*optimizer.lr.*precision=fp32"):
         train(fake_run(compose_config), tmp_path / "run")
     last = load_checkpoint(tmp_path / "run" / "last.pt")
     assert last["epoch"] == 1 and all(torch.isfinite(w).all() for w in last["model"].values())
