@@ -2,8 +2,9 @@
 train as their folder says, failures that do not stop the other jobs, and a leaderboard at the end.
 
 Hydra's basic launcher runs a sweep's jobs one after another in this process; `run_job` handles
-one job and raises only when SIGINT/SIGTERM stopped it (the sweep stops), and the `Leaderboard` callback (conf/config.yaml, `hydra.callbacks`)
-writes the leaderboard when the last job is done.
+one job and raises only when SIGINT or SIGTERM stopped it (the sweep stops there), and the
+`Leaderboard` callback (conf/config.yaml, `hydra.callbacks`) writes the leaderboard when the last
+job is done.
 """
 
 import json
