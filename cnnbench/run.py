@@ -152,12 +152,12 @@ def main() -> None:
         # Hydra alone would say only that the option does not exist.
         fail(f"{missing} needs a Hydra plugin: pip install 'cnnbench[sweep]'")
     arguments = quote_folders(resume_arguments(sys.argv[1:]))
-    folder = next((a.split("=", 1)[1].strip("'\"") for a in arguments if override_key(a) == "hydra.run.dir"), None)
+    folders = [a.split("=", 1)[1].strip("'\"") for a in arguments if override_key(a) == "hydra.run.dir"]
     resuming = any(override_key(a) == "resume" and not a.endswith("=false") for a in arguments)
-    if folder and not resuming:
+    if folders and not resuming:
         try:
             # before Hydra starts: it would write over the folder's .hydra/ (and its overrides)
-            refuse_existing_run(Path(folder))
+            refuse_existing_run(Path(folders[-1]))
         except CnnbenchError as error:
             fail(str(error))
     sys.argv = [sys.argv[0], *torchrun_arguments(arguments, dict(os.environ))]

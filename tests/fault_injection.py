@@ -16,6 +16,7 @@ import functools
 import os
 import signal
 import sys
+import time
 from collections import Counter
 
 from cnnbench import checkpoint, data, run
@@ -31,7 +32,14 @@ def main() -> None:
     seen: Counter[str] = Counter()
 
     def strike() -> None:
-        for number in FAULTS[fault]:
+        first, *more = FAULTS[fault]
+        handler = signal.getsignal(first)
+        os.kill(os.getpid(), first)
+        for number in more:
+            # Signals of one kind do not queue: sent before the first one's handler has run, a
+            # second would merge with it. That handler puts the previous one back; wait for that.
+            while signal.getsignal(number) == handler:
+                time.sleep(0.001)
             os.kill(os.getpid(), number)
 
     def counting(iterate):
