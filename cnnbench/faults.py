@@ -35,7 +35,9 @@ class StopSignals:
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():  # Python allows no other thread
             for number in self.SIGNALS:
-                self._previous[number] = signal.signal(number, self._handle)
+                # A process started to ignore it (a background job of a script, nohup) stays immune.
+                if signal.getsignal(number) is not signal.SIG_IGN:
+                    self._previous[number] = signal.signal(number, self._handle)
         return self
 
     def __exit__(self, *exception: object) -> None:

@@ -50,7 +50,13 @@ COMPARED = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "train_image
 def inject(fault: str, at: str, *arguments: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run cnnbench with `fault` at `at` (see tests/fault_injection.py)."""
     return subprocess.run([sys.executable, str(INJECT), fault, at, *arguments], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, preexec_fn=hear_ctrl_c)
+
+
+def hear_ctrl_c() -> None:
+    """For a child process: take SIGINT as a terminal user's process does. The tests may run as
+    a background job of a script, which starts with SIGINT ignored, and cnnbench keeps it so."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def history(run_dir: Path) -> list[dict]:
@@ -152,6 +158,15 @@ def test_a_signal_during_evaluation_keeps_the_epochs_training(tmp_path, uninterr
     assert_same_run(tmp_path / "run", uninterrupted["memory"])
 
 
+def test_a_process_started_immune_to_ctrl_c_stays_immune(tmp_path):
+    # as `nohup cnnbench ... &` from a script: SIGINT ignored from the start
+    result = subprocess.run([sys.executable, str(INJECT), "int", "train-batch:22", *RUN, "hydra.run.dir=run"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs_done"] == 3
+
+
 def test_a_second_ctrl_c_stops_at_once(tmp_path):
     stopped = inject("int-twice", "train-batch:22", *RUN, "hydra.run.dir=run", cwd=tmp_path)
     assert stopped.returncode == 130
@@ -186,7 +201,7 @@ def test_ctrl_c_from_outside_stops_a_sweep_and_a_rerun_finishes_it(tmp_path):
     # 20 epochs: the signal surely lands in the first job, however slowly this test polls
     sweep = ["-m", *RUN, "epochs=20", "seed=0,1", "hydra.sweep.dir=sweep"]
     process = subprocess.Popen([sys.executable, "-m", "cnnbench", *sweep], cwd=tmp_path,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, preexec_fn=hear_ctrl_c)
     while not list(tmp_path.glob("sweep/*seed=0/last.pt")) and process.poll() is None:
         time.sleep(0.1)  # until the first run has saved its first epoch
     process.send_signal(signal.SIGINT)
