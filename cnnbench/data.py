@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -382,15 +383,23 @@ IMAGE_EXTENSIONS = torchvision.datasets.folder.IMG_EXTENSIONS
 IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
-def _open_image(path: str, mode: str) -> Image.Image:
+def open_image(path: str | Path, mode: str) -> Image.Image:
+    """Decode an image file into `mode` ("L" or "RGB"), whatever mode the file has: for training
+    on an image folder and for cnnbench-predict alike, so both see the same pixels."""
     with Image.open(path) as image:
-        return image.convert(mode)  # palette, RGBA and greyscale files all become `mode`
+        image.load()
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            # 16-bit greyscale: PIL's convert("L") clips at 255 instead of scaling, so scale here.
+            pixels = np.asarray(image, dtype=np.float64)
+            top = 65535 if image.mode.startswith("I;16") or pixels.max() > 255 else 255
+            image = Image.fromarray((pixels * (255 / top)).round().clip(0, 255).astype(np.uint8))
+        return image.convert(mode)  # palette, RGBA, CMYK and greyscale files all become `mode`
 
 
 def image_problem(path: str) -> str:
     """Why PIL cannot decode `path` (one line), or "" when it can."""
     try:
-        _open_image(path, "RGB")
+        open_image(path, "RGB")
     except IMAGE_ERRORS as error:
         return (str(error).strip().splitlines() or [type(error).__name__])[0]
     return ""
@@ -449,7 +458,7 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
         try:
-            image = _open_image(path, self.mode)
+            image = open_image(path, self.mode)
         except IMAGE_ERRORS:
             return self.blank, -1 - index
         return self.transform(image), label

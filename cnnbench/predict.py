@@ -14,10 +14,9 @@ from typing import Any
 
 import torch
 from omegaconf import OmegaConf
-from PIL import Image
-from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from cnnbench.checkpoint import load_checkpoint, write_json
+from cnnbench.data import IMAGE_ERRORS, IMAGE_EXTENSIONS
 from cnnbench.errors import CnnbenchError
 from cnnbench.train import select_device
 from cnnbench.use import (
@@ -40,13 +39,13 @@ def find_images(inputs: str) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        found = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS
+        found = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
                  and not any(part.startswith(".") for part in p.relative_to(path).parts)]
     else:
         found = [Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file()]
     if not found:
         raise CnnbenchError(f"inputs={inputs}: no image files there (expected a file, a folder of "
-                            f"{'/'.join(e.lstrip('.') for e in IMG_EXTENSIONS[:4])}... images, or a glob)")
+                            f"{'/'.join(e.lstrip('.') for e in IMAGE_EXTENSIONS[:4])}... images, or a glob)")
     return sorted(found)
 
 
@@ -66,9 +65,7 @@ def predict(ckpt: str | Path, files: list[Path], topk: int = 5, device: str = "a
             try:
                 images.append(open_image(file, checkpoint["in_channels"]))
                 names.append(file)
-            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-                # OSError covers unreadable, unknown and truncated files; PIL raises SyntaxError
-                # for some broken headers.
+            except IMAGE_ERRORS as error:  # unreadable, unknown, truncated, broken headers
                 reason = (str(error).strip() or type(error).__name__).splitlines()[0]
                 problems.append(f"{file}: cannot read this image ({reason})")
         if not images:

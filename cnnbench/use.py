@@ -11,13 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from PIL import Image
 from torch import nn
 
+from cnnbench import data
 from cnnbench.data import permute_pixels, pixel_permutation, sample_transform
 from cnnbench.errors import CnnbenchError
 from cnnbench.train import build_model
@@ -144,16 +144,8 @@ def written_by(path: Path) -> str | None:
 # ---------------------------------------------------------------- images as the model saw them
 
 def open_image(path: str | Path, in_channels: int) -> Image.Image:
-    """Decode any image file and convert it to the model's mode: greyscale for 1 channel, else RGB."""
-    with Image.open(path) as image:
-        image.load()
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            # 16-bit greyscale: PIL's convert("L") clips at 255 instead of scaling, so scale here.
-            pixels = np.asarray(image, dtype=np.float64)
-            top = 65535 if image.mode.startswith("I;16") or pixels.max() > 255 else 255
-            image = Image.fromarray((pixels * (255 / top)).round().clip(0, 255).astype(np.uint8))
-        # RGBA, palette, CMYK and greyscale files all become the mode the model was trained on.
-        return image.convert("L" if in_channels == 1 else "RGB")
+    """Decode any image file in the model's mode: greyscale for 1 channel, else RGB (as training)."""
+    return data.open_image(path, "L" if in_channels == 1 else "RGB")
 
 
 def preprocess(images: list[Image.Image], data_cfg: DictConfig, image_size: tuple[int, int]) -> torch.Tensor:

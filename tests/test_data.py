@@ -3,13 +3,15 @@
 import gzip
 import shutil
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from cnnbench.data import MemoryLoader, build_data, random_crop_flip, stratified_split
 from cnnbench.errors import CnnbenchError
 
-from conftest import learnable_images, write_idx, write_idx_dataset
+from conftest import learnable_images, write_idx, write_idx_dataset, write_image_folder
 
 CPU = torch.device("cpu")
 
@@ -200,3 +202,19 @@ def test_memory_and_dataloader_paths_score_the_same_weights_alike(compose_config
               for loader in ("memory", "torch")]
     assert scores[0]["acc"] == scores[1]["acc"] and scores[0]["confusion"] == scores[1]["confusion"]
     assert scores[0]["loss"] == pytest.approx(scores[1]["loss"], rel=1e-6)
+
+
+def test_image_folder_scales_16_bit_images_as_predict_does(tmp_path):
+    from cnnbench.data import ImageFiles
+    from cnnbench.use import open_image
+
+    write_image_folder(tmp_path / "pets", classes=("cat", "dog"), per_class=2)
+    deep = (np.arange(40 * 48).reshape(40, 48) * 30).astype(np.uint16)  # 0 .. 57,570 of 65,535
+    Image.fromarray(deep).save(tmp_path / "pets" / "cat" / "deep.png")
+    files = ImageFiles(tmp_path / "pets", "L", (40, 48))
+    files.transform = np.asarray  # the decoded pixels themselves
+    index = next(i for i, (path, _) in enumerate(files.samples) if path.endswith("deep.png"))
+    trained_on, _ = files[index]
+    # scaled to 0..255, not clipped at 255 (PIL's own convert("L") would make most pixels 255)
+    assert np.array_equal(trained_on, np.round(deep * (255 / 65535)).astype(np.uint8))
+    assert np.array_equal(trained_on, np.asarray(open_image(tmp_path / "pets" / "cat" / "deep.png", 1)))
