@@ -54,9 +54,9 @@ def cnnbench_epoch(cfg: DictConfig) -> Callable[[], tuple[float, int, nn.Module]
     """(a): one epoch of the real runner on a freshly built run."""
     def run_epoch():
         run = build_run(cfg)
-        with StopSignals() as signals:
-            seconds, (_, _, seen, _) = timed(lambda: train_epoch(run, cfg, 0, new_state(), lambda: None,
-                                                                 signals))
+        # StopSignals not entered: no handlers, so Ctrl-C stops the benchmark at once, as it should
+        seconds, (_, _, seen, _) = timed(lambda: train_epoch(run, cfg, 0, new_state(), lambda: None,
+                                                             StopSignals()))
         return seconds, seen, run.model
     return run_epoch
 
