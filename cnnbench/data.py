@@ -307,14 +307,29 @@ def _download(fetch, name: str, root: Path) -> None:
                             "put the files there (see README, 'Offline data') or set data.root") from None
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler for CIFAR-10's batches that builds dicts, lists, bytes and NumPy arrays and
+    nothing else: a pickle can name any function to call, and a data folder may be someone
+    else's (a checkpoint's config names its data.root)."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused: it names {module}.{name}, and a CIFAR-10 batch "
+                                         "holds only arrays and lists")
+        return super().find_class(module, name)
+
+
 def _read_cifar_batch(path: Path) -> Batch:
-    # These are Python pickles, as published: load only files you trust, as with torchvision.
     try:
         with open(path, "rb") as file:
-            entry = pickle.load(file, encoding="bytes")
+            entry = _ArraysOnly(file, encoding="bytes").load()
         data, labels = entry[b"data"], entry.get(b"labels", entry.get(b"fine_labels"))
         images = torch.as_tensor(data, dtype=torch.uint8)
-    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as error:
+    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError,
+            AttributeError) as error:
         raise CnnbenchError(f"{path} is not a readable CIFAR-10 batch ({error}); replace the file") from None
     if images.ndim != 2 or images.shape[1] != 3 * 32 * 32 or len(labels) != len(images):
         raise CnnbenchError(f"{path}: expected N x 3072 pixels and N labels, found "

@@ -14,23 +14,30 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from cnnbench.checkpoint import load_checkpoint, write_json
+from cnnbench.checkpoint import write_json
 from cnnbench.config import check_config
 from cnnbench.data import build_data
 from cnnbench.errors import CnnbenchError
 from cnnbench.train import evaluate, select_device
-from cnnbench.use import apply_overrides, check_output, parse_arguments, rebuild_model, run_tool
+from cnnbench.use import (
+    apply_overrides,
+    check_output,
+    open_checkpoint,
+    parse_arguments,
+    rebuild_model,
+    run_tool,
+)
 
 TOOL = "cnnbench-eval"
 
 
 def evaluate_checkpoint(ckpt: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Accuracy, loss, per-class accuracy and confusion matrix of a checkpoint on its validation data."""
-    checkpoint = load_checkpoint(ckpt)
+    checkpoint = open_checkpoint(ckpt)
     cfg = apply_overrides(checkpoint["config"], list(overrides))
     check_config(cfg)
     device = select_device(cfg.device)
-    model = rebuild_model(checkpoint, cfg.model, device, cfg.channels_last)
+    model = rebuild_model(checkpoint, ckpt, cfg.model, device, cfg.channels_last)
     data = build_data(cfg.data, batch_size=cfg.batch_size, seed=cfg.seed, device=device,
                       num_workers=cfg.num_workers)
     here = (data.classes, data.in_channels, list(data.image_size))

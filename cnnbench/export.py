@@ -16,10 +16,9 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from cnnbench.checkpoint import load_checkpoint
 from cnnbench.data import build_data
 from cnnbench.errors import CnnbenchError
-from cnnbench.use import parse_arguments, rebuild_model, run_tool
+from cnnbench.use import open_checkpoint, parse_arguments, rebuild_model, run_tool
 
 TOOL = "cnnbench-export"
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}  # format -> file name suffix
@@ -87,8 +86,8 @@ def export(ckpt: str | Path, file_format: str, out: str | Path | None = None) ->
     # Overwrite only an earlier export, never a checkpoint or another file of the user's.
     if path.exists() and not path.name.endswith(suffix):
         raise CnnbenchError(f"{path} exists; give out= a new name ending in {suffix}")
-    checkpoint = load_checkpoint(ckpt)
-    model = rebuild_model(checkpoint)
+    checkpoint = open_checkpoint(ckpt)
+    model = rebuild_model(checkpoint, ckpt)
     images, source = check_inputs(checkpoint)
     example = images[:2] if len(images) > 1 else images.repeat(2, 1, 1, 1)
     exported = (export_onnx if file_format == "onnx" else export_torchscript)(model, example, path)

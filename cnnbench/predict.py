@@ -15,12 +15,13 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from cnnbench.checkpoint import load_checkpoint, write_json
+from cnnbench.checkpoint import write_json
 from cnnbench.data import IMAGE_ERRORS, IMAGE_EXTENSIONS
 from cnnbench.errors import CnnbenchError
 from cnnbench.train import select_device
 from cnnbench.use import (
     check_output,
+    open_checkpoint,
     open_image,
     parse_arguments,
     positive_int,
@@ -52,9 +53,9 @@ def find_images(inputs: str) -> list[Path]:
 def predict(ckpt: str | Path, files: list[Path], topk: int = 5, device: str = "auto"
             ) -> tuple[list[dict[str, Any]], list[str]]:
     """Top-k predictions for each readable file, and one message for each file that is not."""
-    checkpoint = load_checkpoint(ckpt)
+    checkpoint = open_checkpoint(ckpt)
     device = select_device(device)
-    model = rebuild_model(checkpoint, device=device)
+    model = rebuild_model(checkpoint, ckpt, device=device)
     data_cfg = OmegaConf.create(checkpoint["config"]["data"])
     classes = checkpoint["classes"]
     topk = min(topk, len(classes))

@@ -163,30 +163,33 @@ def describe(run: RunInfo) -> tuple[str, str, str]:
 _MACS_CACHE: dict[str, int | None] = {}
 
 
-def count_macs(config: dict[str, Any]) -> int | None:
-    """Multiply-accumulates of one image through the config's model (as cnnbench-summary counts them)."""
+def count_macs(config: dict[str, Any], source: Path) -> int | None:
+    """Multiply-accumulates of one image through the config's model (as cnnbench-summary counts
+    them); `source` is the run folder the config comes from, which may be someone else's."""
     key = json.dumps([config.get("model"), config.get("data")], sort_keys=True, default=str)
     if key not in _MACS_CACHE:
         try:
-            _MACS_CACHE[key] = _count_macs(config)
+            _MACS_CACHE[key] = _count_macs(config, source)
         except Exception:  # a model that no longer builds leaves its cell empty, not the report
             _MACS_CACHE[key] = None
     return _MACS_CACHE[key]
 
 
-def _count_macs(config: dict[str, Any]) -> int:
+def _count_macs(config: dict[str, Any], source: Path) -> int:
     # Imported here: torch takes seconds to load, and a report of nothing should not wait.
     import torch
     from omegaconf import OmegaConf
     from torch.utils.flop_counter import FlopCounterMode
 
+    from cnnbench.build import build_model
     from cnnbench.summary import input_shape
-    from cnnbench.train import build_model
 
     cfg = OmegaConf.create({"model": config["model"], "data": config["data"]})
     # An image folder's class count stands in as 10 here (summary.input_shape): only the last layer differs.
     channels, height, width, classes = input_shape(cfg.data)
-    model = build_model(cfg.model, num_classes=classes, in_channels=channels, image_size=[height, width])
+    # a sweep folder may be someone else's: only a registered model is built from its config
+    model = build_model(cfg.model, str(source), num_classes=classes, in_channels=channels,
+                        image_size=[height, width])
     model.eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.zeros(1, channels, height, width))
@@ -220,14 +223,14 @@ def leaderboard_rows(runs: list[RunInfo], sort: str = "best_val_acc_mean", ascen
         best = [m["best_val_acc"] for m in metrics if m.get("best_val_acc") is not None]
         final = [m["final_val_acc"] for m in metrics if m.get("final_val_acc") is not None]
         model, data, config = describe(members[0])
-        with_config = next((r.config for r in members if r.config), None)
+        with_config = next((r for r in members if r.config), None)
         rows.append({
             "model": model, "data": data, "config": config, "seeds": len(metrics),
             "best_val_acc_mean": _mean(best), "best_val_acc_std": _std(best),
             "final_val_acc_mean": _mean(final), "final_val_acc_std": _std(final),
             "best_epoch_mean": _mean([m["best_epoch"] for m in metrics if "best_epoch" in m]),
             "parameters": metrics[0].get("parameters") if metrics else None,
-            "macs": count_macs(with_config) if with_config else None,
+            "macs": count_macs(with_config.config, with_config.folder) if with_config else None,
             "images_per_sec": _mean([m["images_per_sec"] for m in metrics if m.get("images_per_sec")]),
             "wall_time_s": _mean([m["wall_time_s"] for m in metrics if "wall_time_s" in m]),
             **{status: sum(r.status == status for r in members)

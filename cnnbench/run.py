@@ -20,6 +20,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from cnnbench import sweep
 from cnnbench.config import check_config, override_key, refuse_existing_run
 from cnnbench.errors import CnnbenchError, Interrupted
+from cnnbench.untrusted import check_saved_overrides
 
 
 @hydra.main(version_base="1.3", config_path="pkg://cnnbench.conf", config_name="config")
@@ -58,10 +59,29 @@ def resume_arguments(arguments: list[str]) -> list[str]:
         return arguments
     folder = Path(value) if Path(value).is_dir() else Path(value).parent
     saved_file = folder / ".hydra" / "overrides.yaml"
-    saved = yaml.safe_load(saved_file.read_text()) if saved_file.is_file() else []
+    try:
+        saved = yaml.safe_load(saved_file.read_text()) if saved_file.is_file() else []
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise CnnbenchError(f"cannot read {saved_file}: {str(error).splitlines()[0]}") from None
+    if not isinstance(saved or [], list) or not all(isinstance(a, str) for a in saved or []):
+        raise CnnbenchError(f"{saved_file} is not a list of key=value overrides")
     given = {override_key(a) for a in arguments}
     kept = [a for a in saved or [] if override_key(a) not in given | {"resume", "hydra.run.dir"}]
+    # The folder may be someone else's: what it saved is data, what this command line says is the
+    # user's own (a saved override the checks refuse can be typed here instead).
+    check_saved_overrides(kept, str(saved_file), config_dirs(arguments))
     return kept + arguments + [f"hydra.run.dir={folder}"]
+
+
+def config_dirs(arguments: list[str]) -> list[Path]:
+    """The folders given with --config-dir DIR (or -cd DIR, --config-dir=DIR): the user's own configs."""
+    folders = []
+    for index, argument in enumerate(arguments):
+        if argument in ("--config-dir", "-cd") and index + 1 < len(arguments):
+            folders.append(Path(arguments[index + 1]))
+        elif argument.startswith("--config-dir="):
+            folders.append(Path(argument.split("=", 1)[1]))
+    return folders
 
 
 # Keys whose values are folders. A sweep's run folders have '=' in their names (..._seed=0),
@@ -151,7 +171,10 @@ def main() -> None:
     if missing:
         # Hydra alone would say only that the option does not exist.
         fail(f"{missing} needs a Hydra plugin: pip install 'cnnbench[sweep]'")
-    arguments = quote_folders(resume_arguments(sys.argv[1:]))
+    try:
+        arguments = quote_folders(resume_arguments(sys.argv[1:]))
+    except CnnbenchError as error:
+        fail(str(error))
     folders = [a.split("=", 1)[1].strip("'\"") for a in arguments if override_key(a) == "hydra.run.dir"]
     resuming = any(override_key(a) == "resume" and not a.endswith("=false") for a in arguments)
     if folders and not resuming:

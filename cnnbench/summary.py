@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cnnbench.config import check_config
 from cnnbench.errors import CnnbenchError
-from cnnbench.train import build_model
+from cnnbench.build import build_model
 
 # Datasets whose shape is known without reading them: (in_channels, height, width, classes).
 KNOWN_SHAPES = {"mnist": (1, 28, 28, 10), "fashion_mnist": (1, 28, 28, 10), "cifar10": (3, 32, 32, 10)}

@@ -13,14 +13,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm import tqdm
 
 from cnnbench import distributed
 from cnnbench.board import Board, per_class_accuracy
+from cnnbench.build import build_model, build_optimizer
 from cnnbench.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json
 from cnnbench.config import check_config, override_key, refuse_existing_run
 from cnnbench.data import Data, OneBatch, build_data
@@ -78,17 +77,6 @@ def build_run(cfg: DictConfig) -> Run:
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     return Run(data, model, optimizer, scheduler, scaler, criterion, device)
-
-
-def build_model(model_cfg: DictConfig, **shape: Any) -> nn.Module:
-    """The model the config names, told the data's shape (num_classes, in_channels, image_size)."""
-    try:
-        return instantiate(model_cfg, **shape, _convert_="all")
-    except InstantiationException as error:
-        # e.g. TypeError for an option the builder does not take (+model.depth=3)
-        cause = error.__cause__ or error
-        raise CnnbenchError(f"model: {model_cfg._target_.rsplit('.', 1)[-1]} cannot be built: "
-                            f"{str(cause).splitlines()[0]}") from None
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
@@ -394,20 +382,6 @@ def misclassified(model: nn.Module, loader, device: torch.device, cfg: DictConfi
         if total >= limit:
             break
     return tuple(torch.cat(parts) for parts in zip(*found, strict=True))
-
-
-def build_optimizer(cfg: DictConfig, model: nn.Module):
-    """The optimizer and per-step scheduler the config names, with optional linear warmup."""
-    # _convert_="all": plain lists in the optimizer's state, so checkpoints stay plain data.
-    optimizer = instantiate(cfg.optimizer, _convert_="all")(model.parameters())
-    warmup_steps = round(cfg.warmup_epochs * cfg.steps_per_epoch)
-    if warmup_steps == 0:
-        return optimizer, instantiate(cfg.scheduler, _convert_="all")(optimizer)
-    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / warmup_steps,
-                                               total_iters=warmup_steps)
-    main = instantiate(cfg.scheduler, _convert_="all")(optimizer)
-    return optimizer, torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, main],
-                                                            milestones=[warmup_steps])
 
 
 def find_resume_checkpoint(resume: bool | str, run_dir: Path) -> Path | None:

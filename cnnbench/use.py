@@ -18,9 +18,11 @@ from PIL import Image
 from torch import nn
 
 from cnnbench import data
+from cnnbench.checkpoint import load_checkpoint
 from cnnbench.data import permute_pixels, pixel_permutation, sample_transform
 from cnnbench.errors import CnnbenchError
-from cnnbench.train import build_model
+from cnnbench.untrusted import check_stored_config
+from cnnbench.build import build_model
 
 _ABSENT = object()  # OmegaConf.select's answer for a missing key (None is a key set to null)
 PREDICT_CSV_HEADER = "file,class_1,probability_1"  # how cnnbench-predict's CSV files begin
@@ -96,15 +98,25 @@ def positive_int(key: str, value: Any) -> int:
     return number
 
 
-def rebuild_model(checkpoint: dict[str, Any], model_cfg: DictConfig | None = None,
-                  device: str | torch.device = "cpu", channels_last: bool = False) -> nn.Module:
-    """The checkpoint's trained model in eval mode on `device`; model_cfg replaces its stored config."""
+def open_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint to use a model from: tensors and plain data only (load_checkpoint), and a
+    config that names no code (it may be anyone's file: cnnbench/untrusted.py)."""
+    checkpoint = load_checkpoint(path)
+    check_stored_config(checkpoint["config"], str(path))
     for key in ("in_channels", "image_size"):
         if key not in checkpoint:
             raise CnnbenchError(f"the checkpoint has no {key!r}: it was not written by cnnbench's train")
+    return checkpoint
+
+
+def rebuild_model(checkpoint: dict[str, Any], source: str | Path, model_cfg: DictConfig | None = None,
+                  device: str | torch.device = "cpu", channels_last: bool = False) -> nn.Module:
+    """The trained model of a checkpoint from open_checkpoint, in eval mode on `device`;
+    model_cfg replaces its stored config. Only a registered model is built: `source` names the
+    file the config came from in the refusal."""
     if model_cfg is None:
         model_cfg = OmegaConf.create(checkpoint["config"]["model"])
-    model = build_model(model_cfg, num_classes=len(checkpoint["classes"]),
+    model = build_model(model_cfg, str(source), num_classes=len(checkpoint["classes"]),
                         in_channels=checkpoint["in_channels"], image_size=list(checkpoint["image_size"]))
     try:
         model.load_state_dict(checkpoint["model"])

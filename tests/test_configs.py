@@ -11,7 +11,7 @@ import torch
 from hydra.utils import instantiate
 
 from cnnbench.config import check_config
-from cnnbench.train import build_optimizer
+from cnnbench.build import build_optimizer
 
 from conftest import REPO
 

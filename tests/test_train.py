@@ -12,6 +12,7 @@ from cnnbench.checkpoint import load_checkpoint
 from cnnbench.data import build_data
 from cnnbench.errors import CnnbenchError
 from cnnbench.train import classification_loss, evaluate, train
+from cnnbench.use import open_checkpoint, rebuild_model
 
 TAGS = {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "perf/images_per_sec"}
 
@@ -127,7 +128,11 @@ def test_one_epoch_for_a_model_of_each_family(compose_config, tmp_path, model):
                          "data.num_val=16", "batch_size=16", "epochs=1", "device=cpu")
     metrics = train(cfg, tmp_path / "run")
     assert metrics["status"] == "finished" and math.isfinite(metrics["final_train_loss"])
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["config"]["model"]["_target_"].endswith(name)
+    checkpoint = open_checkpoint(tmp_path / "run" / "last.pt")  # as cnnbench-eval/predict/export do
+    assert checkpoint["config"]["model"]["_target_"].endswith(name)
+    model = rebuild_model(checkpoint, tmp_path / "run" / "last.pt")  # through the registry
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.zeros(2, 3, 32, 32))).all()
 
 
 def test_auxiliary_heads_add_their_weighted_loss_and_never_count_for_accuracy():

@@ -189,7 +189,7 @@ def test_predict_sees_images_as_training_did(trained, tmp_path):
         Image.fromarray(image[0].numpy()).save(files[-1])
     rows, _ = predict(trained.best, files, topk=1, device="cpu")
     with torch.no_grad():
-        expected = rebuild_model(checkpoint)(images).softmax(1).max(1)
+        expected = rebuild_model(checkpoint, trained.best)(images).softmax(1).max(1)
     assert [row["top"][0]["index"] for row in rows] == expected.indices.tolist()
     assert [row["top"][0]["probability"] for row in rows] == pytest.approx(expected.values.tolist(), abs=1e-5)
 
@@ -217,7 +217,7 @@ def test_export_torchscript_matches_pytorch(trained):
     assert path == trained.run / "best.torchscript.pt" and check["matches"] and check["difference"] <= 1e-4
     assert check["inputs"].startswith("32 validation images of mnist")
     images = torch.randn(5, 1, 28, 28)  # another batch size than the one traced
-    model = rebuild_model(load_checkpoint(trained.best))
+    model = rebuild_model(load_checkpoint(trained.best), trained.best)
     with torch.no_grad():
         assert torch.allclose(torch.jit.load(str(path))(images), model(images), atol=1e-4)
 
@@ -230,7 +230,7 @@ def test_export_onnx_matches_pytorch_at_any_batch_size(trained, tmp_path, call_t
     session = onnxruntime.InferenceSession(str(tmp_path / "lenet.onnx"), providers=["CPUExecutionProvider"])
     images = torch.randn(5, 1, 28, 28)
     with torch.no_grad():
-        expected = rebuild_model(load_checkpoint(trained.best))(images)
+        expected = rebuild_model(load_checkpoint(trained.best), trained.best)(images)
     logits = session.run(None, {"images": images.numpy()})[0]
     assert np.abs(logits - expected.numpy()).max() <= 1e-4
 

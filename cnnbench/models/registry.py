@@ -1,11 +1,15 @@
 """A name -> builder registry, so one name reaches every model (CLI, tests, summary)."""
 
 from collections.abc import Callable
+from importlib.metadata import entry_points
 
 from torch import nn
 
 ModelBuilder = Callable[..., nn.Module]
 _BUILDERS: dict[str, ModelBuilder] = {}
+# Installed packages that add models name a module to import under this entry point group; the
+# import registers their builders (pyproject: [project.entry-points."cnnbench.models"] mine = "pkg.models").
+PLUGIN_GROUP = "cnnbench.models"
 
 
 def register_model(builder: ModelBuilder) -> ModelBuilder:
@@ -27,3 +31,15 @@ def get_model(name: str, **kwargs) -> nn.Module:
 def list_models() -> list[str]:
     """Names of all registered models, sorted."""
     return sorted(_BUILDERS)
+
+
+def registered_builder(target: str) -> ModelBuilder | None:
+    """The registered builder a config's `_target_` (module.function) names, or None."""
+    def find() -> ModelBuilder | None:
+        return next((builder for builder in _BUILDERS.values()
+                     if f"{builder.__module__}.{builder.__name__}" == target), None)
+
+    if find() is None:
+        for plugin in entry_points(group=PLUGIN_GROUP):
+            plugin.load()  # an installed package the user chose: importing it registers its models
+    return find()
