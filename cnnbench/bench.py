@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from cnnbench.data import IDX_FILES, _find_idx_folder, _idx_file
+from cnnbench.errors import quiet_on_closed_pipe
 from cnnbench.faults import StopSignals
 from cnnbench.train import autocast, build_run, evaluate, memory_format, new_state, train_epoch
 
@@ -149,6 +150,7 @@ def torchvision_dataset(cfg: DictConfig, scratch: Path) -> torch.utils.data.Data
     return dataset_class(str(scratch), train=True, transform=transforms.Compose(normalize))
 
 
+@quiet_on_closed_pipe
 def main() -> None:
     """Console entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

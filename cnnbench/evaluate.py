@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from cnnbench.checkpoint import write_json
 from cnnbench.config import check_config
 from cnnbench.data import build_data
-from cnnbench.errors import CnnbenchError
+from cnnbench.errors import CnnbenchError, quiet_on_closed_pipe
 from cnnbench.train import evaluate, select_device
 from cnnbench.use import (
     apply_overrides,
@@ -99,6 +99,7 @@ def _main(arguments: list[str]) -> None:
     print(f"\nwrote {out}")
 
 
+@quiet_on_closed_pipe
 def main() -> None:
     """Console entry point."""
     run_tool(TOOL, _main)

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from cnnbench.data import build_data
-from cnnbench.errors import CnnbenchError
+from cnnbench.errors import CnnbenchError, quiet_on_closed_pipe
 from cnnbench.use import open_checkpoint, parse_arguments, rebuild_model, run_tool
 
 TOOL = "cnnbench-export"
@@ -111,6 +111,7 @@ def _main(arguments: list[str]) -> int:
     return 0
 
 
+@quiet_on_closed_pipe
 def main() -> None:
     """Console entry point."""
     run_tool(TOOL, _main)

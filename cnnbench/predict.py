@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from cnnbench.checkpoint import write_json
 from cnnbench.data import IMAGE_ERRORS, IMAGE_EXTENSIONS
-from cnnbench.errors import CnnbenchError
+from cnnbench.errors import CnnbenchError, quiet_on_closed_pipe
 from cnnbench.train import select_device
 from cnnbench.use import (
     check_output,
@@ -130,6 +130,7 @@ def _main(arguments: list[str]) -> int:
     return 0
 
 
+@quiet_on_closed_pipe
 def main() -> None:
     """Console entry point."""
     run_tool(TOOL, _main)

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from cnnbench.config import override_key
-from cnnbench.errors import CnnbenchError
+from cnnbench.errors import CnnbenchError, quiet_on_closed_pipe
 from cnnbench.sweep import ERROR_FILE
 
 # Keys that say where or how a run ran, not what it trained: runs that differ only in these
@@ -297,6 +297,7 @@ def write_leaderboard(folder: Path, rows: list[dict[str, Any]], sort: str = "bes
             + "".join(f"\nfailed: {line}" for line in failures))
 
 
+@quiet_on_closed_pipe
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: `cnnbench-report FOLDER [--sort COLUMN] [--ascending]`."""
     parser = argparse.ArgumentParser(
@@ -319,6 +320,8 @@ def main(argv: list[str] | None = None) -> None:
                                 "metrics.json or a failed run")
         rows = leaderboard_rows(runs, args.sort, args.ascending)
         print(write_leaderboard(args.folder, rows, args.sort, args.ascending))
+    except BrokenPipeError:
+        raise  # the reader of stdout went away: quiet_on_closed_pipe ends the command
     except OSError as error:  # e.g. a read-only folder
         print(f"cnnbench-report: error: cannot write the leaderboard in {args.folder}: "
               f"{error.strerror or error}", file=sys.stderr)

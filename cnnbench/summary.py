@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnbench.config import check_config
-from cnnbench.errors import CnnbenchError
+from cnnbench.errors import CnnbenchError, exit_on_closed_pipe, quiet_on_closed_pipe
 from cnnbench.build import build_model
 
 # Datasets whose shape is known without reading them: (in_channels, height, width, classes).
@@ -87,12 +87,15 @@ def summarize(cfg: DictConfig) -> str:
 def _summary(cfg: DictConfig) -> None:
     try:
         check_config(cfg)
-        print(summarize(cfg))
+        print(summarize(cfg), flush=True)
+    except BrokenPipeError:  # inside Hydra's task, which would report it as a failure
+        exit_on_closed_pipe()
     except CnnbenchError as error:
         print(f"cnnbench-summary: error: {error}", file=sys.stderr)
         sys.exit(2)
 
 
+@quiet_on_closed_pipe
 def main() -> None:
     """Console entry point; prints only, writes no run folder."""
     sys.argv += ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=disabled",
