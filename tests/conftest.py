@@ -1,6 +1,7 @@
 """Fixtures that write small datasets in the real on-disk formats, and compose run configs."""
 
 import gzip
+import importlib
 import os
 import pickle
 import struct
@@ -15,6 +16,40 @@ REPO = Path(__file__).resolve().parents[1]
 # The project's real datasets (MNIST, CIFAR-10) live in ../shared beside the checkout.
 SHARED_DATA = Path(os.environ.get("CNNBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 FASHION_MNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
+# How to get each real dataset, for the tests that need one (README "Tests").
+GET_FASHION_MNIST = "apt-get install dataset-fashion-mnist (Debian/Ubuntu; README 'Offline data')"
+GET_SHARED_DATA = ("put MNIST (MNIST/raw/*-ubyte.gz) and CIFAR-10 (cifar-10-batches-py/) in ../shared/data "
+                   "beside the checkout, or point CNNBENCH_SHARED_DATA at a folder holding them "
+                   "(README 'Tests')")
+
+
+def in_ci() -> bool:
+    """Whether this is CI (the CI variable set and not empty; .ci/run sets it): there everything the
+    tests need is installed, so whatever is missing is a failure, never a skip."""
+    return bool(os.environ.get("CI"))
+
+
+def require(present: bool, what: str, how: str) -> None:
+    """Skip the calling test, saying how to get `what`, when it is missing; in CI, fail instead."""
+    if present:
+        return
+    message = f"{what} is missing: {how}"
+    if in_ci():
+        pytest.fail(f"{message} (CI is set, and CI must provide it)", pytrace=False)
+    pytest.skip(message)
+
+
+def require_data(path: Path, how: str) -> None:
+    """require() for a dataset file or folder at `path`."""
+    require(path.exists(), str(path), how)
+
+
+def require_module(name: str, how: str):
+    """The module `name`, imported; require() when it is not installed."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        require(False, f"the Python module {name}", how)
 
 
 def learnable_images(count: int, num_classes: int, shape: tuple[int, ...], seed: int
