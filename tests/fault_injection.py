@@ -2,7 +2,8 @@
 
     python tests/fault_injection.py FAULT AT [cnnbench arguments ...]
 
-FAULT  kill: SIGKILL (nothing can catch it), term: SIGTERM, int: SIGINT, int-twice: two SIGINTs
+FAULT  kill: SIGKILL (nothing can catch it), term: SIGTERM, int: SIGINT, int-twice: two SIGINTs,
+       error: a RuntimeError raised there (a crash inside the run: out of memory, a bug)
 AT     train-batch:N  when the N-th training batch is handed out (counted from the start of this
                       process, the batch shown in TensorBoard before epoch 1 included)
        val-batch:N    when the N-th validation batch is handed out
@@ -10,29 +11,41 @@ AT     train-batch:N  when the N-th training batch is handed out (counted from t
 
 The process signals itself, so the fault lands at the same point on every run, however fast
 the machine is. Nothing here changes what cnnbench does until the fault.
+
+Tests that train in their own process use `faults_at(FAULT, AT)` as a context manager instead
+(term and error only: the other faults would stop the test process itself).
 """
 
+import contextlib
 import functools
 import os
 import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 
 from cnnbench import checkpoint, data, run
 
-FAULTS = {"kill": [signal.SIGKILL], "term": [signal.SIGTERM], "int": [signal.SIGINT],
-          "int-twice": [signal.SIGINT, signal.SIGINT]}
+SIGNALS = {"kill": [signal.SIGKILL], "term": [signal.SIGTERM], "int": [signal.SIGINT],
+           "int-twice": [signal.SIGINT, signal.SIGINT], "error": []}
 
 
-def main() -> None:
-    fault, at, *arguments = sys.argv[1:]
+class InjectedFailure(RuntimeError):
+    """What the `error` fault raises."""
+
+
+@contextlib.contextmanager
+def faults_at(fault: str, at: str) -> Iterator[None]:
+    """Inject `fault` at point `at` (see the module docstring) into cnnbench in this process."""
     place, _, count = at.rpartition(":")
     count = int(count)
     seen: Counter[str] = Counter()
 
     def strike() -> None:
-        first, *more = FAULTS[fault]
+        if fault == "error":
+            raise InjectedFailure(f"injected failure at {at}")
+        first, *more = SIGNALS[fault]
         handler = signal.getsignal(first)
         os.kill(os.getpid(), first)
         for number in more:
@@ -54,9 +67,6 @@ def main() -> None:
                 yield batch
         return wrapper
 
-    data.MemoryLoader.__iter__ = counting(data.MemoryLoader.__iter__)
-    data.EpochDataLoader.__iter__ = counting(data.EpochDataLoader.__iter__)
-
     real_write = checkpoint._atomic_write
 
     def atomic_write(path, write):
@@ -70,9 +80,26 @@ def main() -> None:
             write = write_half
         return real_write(path, write)
 
-    checkpoint._atomic_write = atomic_write
+    patched = [(data.MemoryLoader, "__iter__", counting(data.MemoryLoader.__iter__)),
+               (data.EpochDataLoader, "__iter__", counting(data.EpochDataLoader.__iter__)),
+               (checkpoint, "_atomic_write", atomic_write)]
+    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patched]
+    for owner, name, replacement in patched:
+        setattr(owner, name, replacement)
+    try:
+        yield
+    finally:
+        for owner, name, original in originals:
+            setattr(owner, name, original)
+
+
+def main() -> None:
+    fault, at, *arguments = sys.argv[1:]
+    if fault not in SIGNALS:
+        sys.exit(f"unknown fault {fault!r}: use one of {', '.join(SIGNALS)}")
     sys.argv = ["cnnbench", *arguments]
-    run.main()
+    with faults_at(fault, at):
+        run.main()
 
 
 if __name__ == "__main__":
