@@ -4,10 +4,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
-from cnnbench.figures import confusion_figure, curves_figure, image_grid, save
+from cnnbench.figures import confusion_image, curves_image, image_grid
 
 SCALARS = ("train_loss", "train_acc", "val_loss", "val_acc")
 
@@ -29,9 +31,8 @@ class Board:
         if not self.enabled:
             return
         count = min(32, len(images))
-        titles = [self.classes[i] for i in labels[:count].tolist()]
-        grid = image_grid(images[:count], titles, self.mean, self.std)
-        self.writer.add_figure("train/augmented_batch", grid)
+        captions = [[self.classes[i]] for i in labels[:count].tolist()]
+        self._image("train/augmented_batch", image_grid(images[:count], captions, self.mean, self.std))
 
     def epoch(self, record: dict[str, float], confusion: list[list[int]]) -> None:
         """Scalars of one epoch, per-class validation accuracy, and the confusion matrix image."""
@@ -45,7 +46,7 @@ class Board:
         self.writer.add_scalar("perf/epoch_time_s", record["epoch_time_s"], step)
         for name, accuracy in per_class_accuracy(confusion, self.classes).items():
             self.writer.add_scalar(f"val_class_acc/{name}", accuracy, step)
-        self.writer.add_figure("val/confusion_matrix", confusion_figure(confusion, self.classes), step)
+        self._image("val/confusion_matrix", confusion_image(confusion, self.classes, percent=True), step)
         self.writer.flush()
 
     def finish(self, history: list[dict[str, Any]], confusion: list[list[int]],
@@ -55,14 +56,17 @@ class Board:
         images, true, predicted = mistakes
         if len(images):
             pairs = zip(true.tolist(), predicted.tolist(), strict=True)
-            titles = [f"{self.classes[t]} -> {self.classes[p]}" for t, p in pairs]
-            self.writer.add_figure("val/misclassified", image_grid(images, titles, self.mean, self.std))
+            captions = [[self.classes[t], f"-> {self.classes[p]}"] for t, p in pairs]  # true, then predicted
+            self._image("val/misclassified", image_grid(images, captions, self.mean, self.std))
         # run_name=".": the hparams land beside this run's scalars, not in a new sub-folder
         self.writer.add_hparams(hparams, metrics, run_name=".")
         self.writer.close()
         if history:
-            save(curves_figure(history), self.run_dir / "curves.png")
-            save(confusion_figure(confusion, self.classes), self.run_dir / "confusion_matrix.png")
+            curves_image(history).save(self.run_dir / "curves.png")
+            confusion_image(confusion, self.classes).save(self.run_dir / "confusion_matrix.png")
+
+    def _image(self, tag: str, image: Image.Image, step: int = 0) -> None:
+        self.writer.add_image(tag, np.asarray(image), step, dataformats="HWC")
 
 
 def per_class_accuracy(confusion: list[list[int]], classes: Sequence[str]) -> dict[str, float]:

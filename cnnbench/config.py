@@ -109,9 +109,9 @@ _RANGES = [
 ]
 
 # keys that take true or false (a string 'yes' would be truthy and silently mean true)
-_BOOLEANS = ("channels_last", "compile", "sync_bn", "tta", "overfit", "optimizer.nesterov",
-             "optimizer.amsgrad", "data.download", "data.grayscale", "data.permute_pixels",
-             "data.augment.hflip", "model.batch_norm", "model.aux_logits")
+_BOOLEANS = ("channels_last", "compile", "sync_bn", "tta", "overfit", "keep_freed_memory",
+             "optimizer.nesterov", "optimizer.amsgrad", "data.download", "data.grayscale",
+             "data.permute_pixels", "data.augment.hflip", "model.batch_norm", "model.aux_logits")
 
 
 # key -> the values it may take

@@ -48,16 +48,21 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def resume_arguments(arguments: list[str]) -> list[str]:
-    """`resume=RUN_FOLDER`: continue that run in place, with the overrides it was started with.
+    """`resume=RUN_FOLDER` (or `resume=true hydra.run.dir=RUN_FOLDER`): continue that run in place,
+    with the overrides it was started with.
 
     Hydra would otherwise give the resumed run a new folder and the default config; here the
     run's own `.hydra/overrides.yaml` comes first, then whatever this command line changes.
     """
     value = next((a.split("=", 1)[1] for a in arguments if override_key(a) == "resume"), None)
-    chosen_folder = any(override_key(a) == "hydra.run.dir" for a in arguments)
-    if value in (None, "true", "false", "True", "False") or chosen_folder:
+    chosen = [a.split("=", 1)[1].strip("'\"") for a in arguments if override_key(a) == "hydra.run.dir"]
+    if value in ("true", "True") and chosen:  # resume=true hydra.run.dir=FOLDER: the same, spelt out
+        folder, extra = Path(chosen[-1]), []
+    elif value in (None, "true", "false", "True", "False") or chosen:
         return arguments
-    folder = Path(value) if Path(value).is_dir() else Path(value).parent
+    else:
+        folder = Path(value) if Path(value).is_dir() else Path(value).parent
+        extra = [f"hydra.run.dir={folder}"]
     saved_file = folder / ".hydra" / "overrides.yaml"
     try:
         saved = yaml.safe_load(saved_file.read_text()) if saved_file.is_file() else []
@@ -70,7 +75,7 @@ def resume_arguments(arguments: list[str]) -> list[str]:
     # The folder may be someone else's: what it saved is data, what this command line says is the
     # user's own (a saved override the checks refuse can be typed here instead).
     check_saved_overrides(kept, str(saved_file), config_dirs(arguments))
-    return kept + arguments + [f"hydra.run.dir={folder}"]
+    return kept + arguments + extra
 
 
 def config_dirs(arguments: list[str]) -> list[Path]:

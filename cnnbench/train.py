@@ -18,6 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from cnnbench import distributed
+from cnnbench.allocator import keep_freed_memory
 from cnnbench.board import Board, per_class_accuracy
 from cnnbench.build import build_model, build_optimizer
 from cnnbench.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json
@@ -44,6 +45,8 @@ class Run:
 
 def build_run(cfg: DictConfig) -> Run:
     """Device, data, model, optimizer and scheduler, as the config says."""
+    if cfg.get("keep_freed_memory", True):  # before the data and the model allocate anything
+        keep_freed_memory()
     device = distributed.start(select_device(cfg.device))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
