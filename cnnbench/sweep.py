@@ -60,13 +60,16 @@ def plan(run_dir: Path, epochs: int) -> str:
     if metrics.get("status") == "finished" and (metrics.get("epochs_done", 0) >= epochs
                                                  or metrics.get("stopped_early")):
         return "skip"
-    # Interrupted (status running), or finished with fewer epochs than asked for now: carry on.
+    # Interrupted (status running), failed after its last checkpoint (error.txt: last.pt is still
+    # its last good state, and resuming it gives what an uninterrupted run gives), or finished
+    # with fewer epochs than asked for now: carry on from last.pt. (README's sweep table.)
     return "resume" if (run_dir / "last.pt").is_file() else "fresh"
 
 
 def run_job(cfg: DictConfig, run_dir: Path, train: Callable[[DictConfig, Path], dict[str, Any]]
             ) -> float | None:
-    """One job of a sweep: skip it if finished, resume it if interrupted, else train it.
+    """One job of a sweep: skip it if finished, resume it if interrupted or failed after saving a
+    checkpoint, else train it.
 
     A failure is reported and the sweep goes on; only a stop signal (errors.Interrupted) passes.
     """

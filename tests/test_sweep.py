@@ -14,12 +14,22 @@ import pytest
 from cnnbench import report
 from cnnbench import sweep as sweeps
 from cnnbench.config import run_folder
+from cnnbench.errors import Interrupted
 from cnnbench.sweep import plan
 from cnnbench.train import train
+
+from fault_injection import faults_at
+from test_faults import assert_same_run, inject
 
 # Tiny runs: about a second of training per job; starting the process costs more.
 SMALL = ["data=fake", "data.num_train=64", "data.num_val=32", "batch_size=32"]
 SWEEP_DIR = Path("outputs/multirun/default")
+# A tiny run whose every random draw matters (dropout, per-image crops and flips, shuffling,
+# momentum): 4 steps an epoch. The fault tests' 7th training batch is epoch 2's step 2 (the
+# first one handed out is the batch shown in TensorBoard).
+RANDOM = ["data=fake", "data.num_train=128", "data.num_val=32", "batch_size=32", "model=mlp",
+          "model.hidden=[32]", "model.dropout=0.3", "data.augment.crop_padding=2", "data.augment.hflip=true",
+          "epochs=2", "device=cpu"]
 
 
 def sweep(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -65,6 +75,12 @@ def test_the_run_folder_decides_skip_resume_or_fresh(tmp_path):
         metrics = {"status": status, "epochs_done": done, "stopped_early": early}
         (tmp_path / "metrics.json").write_text(json.dumps(metrics))
         assert plan(tmp_path, epochs) == expected, metrics
+    # a failed run: resumed from its last checkpoint if it saved one, else trained from the start
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "running", "epochs_done": 1}))
+    (tmp_path / "error.txt").write_text("RuntimeError: out of memory\n")
+    assert plan(tmp_path, epochs=2) == "resume"
+    (tmp_path / "last.pt").unlink()
+    assert plan(tmp_path, epochs=2) == "fresh"
 
 
 def test_any_exception_fails_only_its_job(tmp_path, compose_config, monkeypatch, capsys):
@@ -121,8 +137,9 @@ def test_rerunning_a_finished_sweep_trains_nothing(two_by_two):
     assert len(read_leaderboard(cwd / SWEEP_DIR)) == 2
 
 
-def test_rerunning_an_interrupted_sweep_resumes_only_the_unfinished_run(tmp_path, compose_config):
-    # The lenet run stopped after 1 of its 2 epochs: train exactly that, in the folder the sweep uses.
+def test_rerunning_a_sweep_with_more_epochs_trains_on_only_the_shorter_run(tmp_path, compose_config):
+    # The lenet run finished 1 epoch and the sweep now asks for 2: train exactly that, in the
+    # folder the sweep uses. (A run stopped part-way: the next test.)
     lenet_dir = SWEEP_DIR / "lenet_fake_batch_size=32_data.num_train=64_data.num_val=32_epochs=2_seed=0"
     train(compose_config("model=lenet", *SMALL, "epochs=1"), tmp_path / lenet_dir)
     epoch_one = metrics_of(tmp_path / lenet_dir)["history"][0]
@@ -137,6 +154,51 @@ def test_rerunning_an_interrupted_sweep_resumes_only_the_unfinished_run(tmp_path
     mlp = metrics_of(tmp_path / SWEEP_DIR / lenet_dir.name.replace("lenet", "mlp"))
     assert mlp["status"] == "finished" and mlp["epochs_done"] == 2
     assert "2 runs: 1 trained, 1 resumed, 0 skipped, 0 failed" in result.stdout
+
+
+@pytest.mark.slow
+def test_rerunning_an_interrupted_sweep_resumes_exactly_where_it_stopped(tmp_path, compose_config):
+    # SIGTERM in the first job's epoch 2: it saves that step and the sweep stops, the second job unborn.
+    sweep_arguments = ["-m", *RANDOM, "seed=0,1", "hydra.sweep.dir=sweep"]
+    stopped = inject("term", "train-batch:7", *sweep_arguments, cwd=tmp_path)
+    assert stopped.returncode == 143, stopped.stderr
+    assert "Rerun the same command to continue the sweep" in stopped.stderr
+    first = next(tmp_path.glob("sweep/*seed=0"))
+    assert not list(tmp_path.glob("sweep/*seed=1"))
+    metrics = metrics_of(first)
+    assert (metrics["status"], metrics["epochs_done"]) == ("running", 1)
+
+    rerun = sweep(*sweep_arguments[1:], cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resuming from {first / 'last.pt'} after epoch 1, step 2" in rerun.stdout
+    assert "2 runs: 1 trained, 1 resumed, 0 skipped, 0 failed" in rerun.stdout
+    # the same weights and metrics, bit for bit, as the run never stopped
+    train(compose_config(*RANDOM, "seed=0"), tmp_path / "straight")
+    assert_same_run(first, tmp_path / "straight")
+
+
+@pytest.mark.slow
+def test_a_failed_run_resumes_from_its_last_checkpoint_on_rerun(tmp_path, compose_config):
+    # The first job crashes in epoch 2 (as out of memory or a bug would): last.pt holds epoch 1.
+    sweep_arguments = ["-m", *RANDOM, "seed=0,1", "hydra.sweep.dir=sweep"]
+    failed = inject("error", "train-batch:7", *sweep_arguments, cwd=tmp_path)
+    assert failed.returncode == 1, failed.stderr
+    first = next(tmp_path.glob("sweep/*seed=0"))
+    name = first.relative_to(tmp_path)
+    assert f"cnnbench: error: {name}: InjectedFailure: injected failure at train-batch:7" in failed.stderr
+    assert "1 of 2 runs failed" in failed.stderr and (first / "error.txt").is_file()
+    assert metrics_of(first)["epochs_done"] == 1
+    assert [(row["finished"], row["failed"]) for row in read_leaderboard(tmp_path / "sweep")] == [("1", "1")]
+
+    rerun = sweep(*sweep_arguments[1:], cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    # resumed from its last good checkpoint, not trained again from the start
+    assert f"resuming from {first / 'last.pt'} after epoch 1\n" in rerun.stdout
+    assert "2 runs: 0 trained, 1 resumed, 1 skipped, 0 failed" in rerun.stdout
+    assert not (first / "error.txt").exists()
+    assert [(row["finished"], row["failed"]) for row in read_leaderboard(tmp_path / "sweep")] == [("2", "0")]
+    train(compose_config(*RANDOM, "seed=0"), tmp_path / "straight")
+    assert_same_run(first, tmp_path / "straight")
 
 
 def test_a_failing_run_does_not_stop_the_sweep(tmp_path):
@@ -187,3 +249,56 @@ def test_report_rebuilds_the_leaderboard_and_names_unreadable_runs(two_by_two, t
         report.main([str(tmp_path / "missing-folder")])
     assert no_runs.value.code == 2
     assert "cnnbench-report: error:" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the leaderboard's rows
+
+def test_overrides_every_row_shares_are_said_once_and_each_row_lists_its_folders(two_by_two):
+    cwd, result = two_by_two
+    common = "batch_size=32 data.num_train=64 data.num_val=32 epochs=1"
+    assert f"every row: {common}" in result.stdout
+    markdown = (cwd / SWEEP_DIR / "leaderboard.md").read_text()
+    assert f"Every row also has: `{common}`." in markdown
+    assert markdown.count(common) == 1  # not repeated in the rows: their config cells are empty
+    assert "| lenet | fake |  | 2 |" in markdown and "| mlp | fake |  | 2 |" in markdown
+    names = common.replace(" ", "_")
+    for row in read_leaderboard(cwd / SWEEP_DIR):
+        assert row["config"] == common  # the csv keeps the whole configuration
+        assert row["folders"].split() == [f"{row['model']}_fake_{names}_seed={seed}" for seed in (0, 1)]
+
+
+def test_a_model_typed_or_left_to_the_default_is_one_configuration(two_by_two, tmp_path):
+    folder = tmp_path / "runs"
+    shutil.copytree(two_by_two[0] / SWEEP_DIR, folder)
+    # the sweep typed model=lenet; this run leaves the model to the default, which is lenet
+    single = subprocess.run([sys.executable, "-m", "cnnbench", *SMALL, "epochs=1", "seed=2",
+                             f"hydra.run.dir={folder / 'default_model'}"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    report.main([str(folder)])
+    rows = {row["model"]: row for row in read_leaderboard(folder)}
+    assert sorted(rows) == ["lenet", "mlp"]
+    assert rows["lenet"]["seeds"] == "3" and rows["lenet"]["finished"] == "3"
+    assert "default_model" in rows["lenet"]["folders"].split()
+    accuracies = [metrics_of(folder / name)["best_val_acc"] for name in rows["lenet"]["folders"].split()]
+    assert float(rows["lenet"]["best_val_acc_mean"]) == pytest.approx(statistics.fmean(accuracies))
+
+
+def test_a_configuration_with_only_running_runs_shows_their_numbers_so_far(two_by_two, tmp_path,
+                                                                             compose_config):
+    folder = tmp_path / "runs"
+    shutil.copytree(two_by_two[0] / SWEEP_DIR, folder)
+    # stopped by SIGTERM in its epoch 2 of 2: metrics.json says running, after 1 epoch
+    with faults_at("term", "train-batch:7"), pytest.raises(Interrupted):
+        train(compose_config(*RANDOM), folder / "stopped")
+    stopped = metrics_of(folder / "stopped")
+    assert (stopped["status"], stopped["epochs_done"]) == ("running", 1)
+    report.main([str(folder)])
+    rows = {row["folders"]: row for row in read_leaderboard(folder)}
+    assert len(rows) == 3  # the sweep's two configurations, and this one
+    row = rows["stopped"]
+    assert (row["seeds"], row["finished"], row["running"], row["failed"]) == ("1", "0", "1", "0")
+    assert float(row["best_val_acc_mean"]) == stopped["best_val_acc"]
+    assert float(row["final_val_acc_mean"]) == stopped["final_val_acc"]
+    assert float(row["wall_time_s"]) == pytest.approx(stopped["wall_time_s"])
+    assert "| mlp | fake |" in (folder / "leaderboard.md").read_text()
