@@ -28,10 +28,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
+from cnnbench.build import build_run
 from cnnbench.data import IDX_FILES, _find_idx_folder, _idx_file
+from cnnbench.device import autocast, memory_format
 from cnnbench.errors import quiet_on_closed_pipe
 from cnnbench.faults import StopSignals
-from cnnbench.train import autocast, build_run, evaluate, memory_format, new_state, train_epoch
+from cnnbench.train import new_state, train_epoch
+from cnnbench.validation import evaluate
 
 # (name, overrides): LeNet on Fashion-MNIST and on CIFAR-10 with crop+flip, plain fp32 and the
 # fastest setting measured on a 2-core AVX-512 CPU (see benchmarks/README.md).

@@ -1,6 +1,7 @@
-"""Objects from configs: the model, and the optimizer with its schedule. The one place that calls
-Hydra's `instantiate`."""
+"""Objects from configs: a whole run (device, data, model, optimizer, schedule) by `build_run`,
+the model alone by `build_model`. The one place that calls Hydra's `instantiate`."""
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -9,6 +10,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from cnnbench import distributed
+from cnnbench.allocator import keep_freed_memory
+from cnnbench.data import Data, OneBatch, build_data
+from cnnbench.device import seed_everything, select_device
 from cnnbench.errors import CnnbenchError
 from cnnbench.untrusted import registered_model
 
@@ -47,3 +52,55 @@ def build_optimizer(cfg: DictConfig, model: nn.Module):
     main = instantiate(cfg.scheduler, _convert_="all")(optimizer)
     return optimizer, torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, main],
                                                             milestones=[warmup_steps])
+
+
+@dataclass
+class Run:
+    """Everything one training run is made of, built from its config by `build_run`."""
+
+    data: Data
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    device: torch.device
+
+
+def build_run(cfg: DictConfig) -> Run:
+    """Device, data, model, optimizer and scheduler, as the config says."""
+    if cfg.get("keep_freed_memory", True):  # before the data and the model allocate anything
+        keep_freed_memory()
+    device = distributed.start(select_device(cfg.device))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
+    data = build_data(cfg.data, batch_size=cfg.batch_size, seed=cfg.seed, device=device,
+                      num_workers=cfg.num_workers)
+    model = build_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels,
+                        image_size=list(data.image_size)).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if distributed.launched_by_torchrun():
+        if cfg.sync_bn:
+            if device.type != "cuda":
+                raise CnnbenchError("sync_bn=true needs CUDA GPUs (torch's SyncBatchNorm); "
+                                    "set sync_bn=false")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        device_ids = [device] if device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    if cfg.overfit:
+        # Debugging: learn one fixed batch (the first validation batch, so no augmentation) and
+        # validate on it; a model and loop that work drive its loss to about zero.
+        data.train = data.val = OneBatch(next(iter(data.val)))
+    # the scheduler configs count in these steps
+    cfg.steps_per_epoch = min(len(data.train), cfg.limit_batches or len(data.train))
+    optimizer, scheduler = build_optimizer(cfg, model)
+    if cfg.compile:
+        model = torch.compile(model)
+    # fp16 needs loss scaling against underflowing gradients; bf16 has fp32's range and does not.
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    return Run(data, model, optimizer, scheduler, scaler, criterion, device)

@@ -1,4 +1,5 @@
-"""Checkpoints and run files: written atomically, loaded without running pickled code."""
+"""Checkpoints and run files: written atomically, loaded without running pickled code; what a
+checkpoint holds, and restoring a run from one."""
 
 import io
 import json
@@ -6,12 +7,18 @@ import os
 import pickle
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
 
+from cnnbench.config import refuse_existing_run
+from cnnbench.device import unwrap
 from cnnbench.errors import CnnbenchError
+
+if TYPE_CHECKING:
+    from cnnbench.build import Run
 
 # What every cnnbench checkpoint holds besides tensors; all of it plain data (see save below).
 REQUIRED_KEYS = ("model", "config", "classes", "epoch")
@@ -92,3 +99,61 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_state(run: "Run", cfg: DictConfig, state: dict[str, Any]) -> dict[str, Any]:
+    """Everything that decides the rest of the run (weights, optimizer, scheduler, loss scaler,
+    every random generator, progress), and what is needed to use the model alone."""
+    data = run.data
+    return {"model": unwrap(run.model).state_dict(), "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
+            "rng": rng_state(), "config": OmegaConf.to_container(cfg, resolve=True),
+            "classes": data.classes, "in_channels": data.in_channels,
+            "image_size": list(data.image_size), **state}
+
+
+def remove_unfinished_writes(run_dir: Path) -> None:
+    """Delete the temporary files a killed run left half-written (the files they were to replace
+    are intact: see checkpoint.py)."""
+    for name in ("last.pt", "best.pt", "metrics.json", "config.json"):
+        for path in run_dir.glob(f".{name}.*.tmp"):
+            path.unlink(missing_ok=True)
+
+
+def find_resume_checkpoint(resume: bool | str, run_dir: Path) -> Path | None:
+    """The checkpoint to resume from (None for a fresh run); refuse to overwrite an earlier run."""
+    if resume is False or resume is None:
+        refuse_existing_run(run_dir)
+        return None
+    path = run_dir if resume is True else Path(str(resume))
+    path = path / "last.pt" if path.is_dir() or resume is True else path
+    if not path.is_file():
+        shown = "true" if resume is True else resume
+        raise CnnbenchError(f"resume={shown}: {path} does not exist; give a run folder that holds "
+                            "last.pt, or a checkpoint file")
+    return path
+
+
+def resume(path: Path, run: "Run", cfg: DictConfig) -> dict[str, Any]:
+    """Load model, optimizer, scheduler, scaler and RNG states; return the run's progress so far."""
+    checkpoint = load_checkpoint(path)
+    step, saved_steps = checkpoint.get("step", 0), checkpoint["config"].get("steps_per_epoch")
+    if step and saved_steps != cfg.steps_per_epoch:
+        # the same step number would be another place in the data
+        raise CnnbenchError(f"{path} was saved {step} steps into an epoch of {saved_steps} steps; this "
+                            f"config has {cfg.steps_per_epoch} steps per epoch: resume with the run's own "
+                            "batch_size and limit_batches")
+    try:
+        unwrap(run.model).load_state_dict(checkpoint["model"])
+        run.optimizer.load_state_dict(checkpoint["optimizer"])
+        run.scheduler.load_state_dict(checkpoint["scheduler"])
+        run.scaler.load_state_dict(checkpoint["scaler"])
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise CnnbenchError(f"{path} does not match this config's model or optimizer "
+                            f"({str(error).splitlines()[0]}); resume with the run's own overrides") from None
+    set_rng_state(checkpoint["rng"])
+    keys = ("epoch", "best_val_acc", "best_epoch", "history", "wall_time_s")
+    progress = {key: checkpoint[key] for key in keys}
+    # absent from checkpoints of earlier cnnbench versions, which saved at epoch ends only
+    optional = {"step": 0, "epoch_sums": None, "skipped_batches": 0, "skipped_images": [], "per_class_acc": {}}
+    return {**progress, **{key: checkpoint.get(key, default) for key, default in optional.items()}}

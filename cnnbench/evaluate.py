@@ -17,8 +17,8 @@ from omegaconf import OmegaConf
 from cnnbench.checkpoint import write_json
 from cnnbench.config import check_config
 from cnnbench.data import build_data
+from cnnbench.device import select_device
 from cnnbench.errors import CnnbenchError, quiet_on_closed_pipe
-from cnnbench.train import evaluate, select_device
 from cnnbench.use import (
     apply_overrides,
     check_output,
@@ -27,6 +27,7 @@ from cnnbench.use import (
     rebuild_model,
     run_tool,
 )
+from cnnbench.validation import evaluate
 
 TOOL = "cnnbench-eval"
 

@@ -17,8 +17,8 @@ from omegaconf import OmegaConf
 
 from cnnbench.checkpoint import write_json
 from cnnbench.data import IMAGE_ERRORS, IMAGE_EXTENSIONS
+from cnnbench.device import select_device
 from cnnbench.errors import CnnbenchError, quiet_on_closed_pipe
-from cnnbench.train import select_device
 from cnnbench.use import (
     check_output,
     open_checkpoint,

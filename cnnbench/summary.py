@@ -13,9 +13,9 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from cnnbench.build import build_model
 from cnnbench.config import check_config
 from cnnbench.errors import CnnbenchError, exit_on_closed_pipe, quiet_on_closed_pipe
-from cnnbench.build import build_model
 
 # Datasets whose shape is known without reading them: (in_channels, height, width, classes).
 KNOWN_SHAPES = {"mnist": (1, 28, 28, 10), "fashion_mnist": (1, 28, 28, 10), "cifar10": (3, 32, 32, 10)}

@@ -18,11 +18,11 @@ from PIL import Image
 from torch import nn
 
 from cnnbench import data
+from cnnbench.build import build_model
 from cnnbench.checkpoint import load_checkpoint
 from cnnbench.data import permute_pixels, pixel_permutation, sample_transform
 from cnnbench.errors import CnnbenchError
 from cnnbench.untrusted import check_stored_config
-from cnnbench.build import build_model
 
 _ABSENT = object()  # OmegaConf.select's answer for a missing key (None is a key set to null)
 PREDICT_CSV_HEADER = "file,class_1,probability_1"  # how cnnbench-predict's CSV files begin
