@@ -31,6 +31,25 @@ def test_a_run_prints_its_folder_and_resume_by_folder_continues_it(tmp_path, idx
     assert len(list((tmp_path / "outputs").glob("*/*"))) == 1  # no second folder
 
 
+def test_resume_true_with_the_run_folder_continues_it_as_resume_by_folder_does(tmp_path):
+    # README: `resume=true` with `hydra.run.dir=FOLDER` does what resume=FOLDER does: the run's own
+    # overrides come back from its folder, only what changes is given.
+    options = ["data=fake", "data.num_train=64", "data.num_val=32", "batch_size=32", "model=mlp"]
+    first = run_cli(*options, "epochs=1", "hydra.run.dir=run", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    saved = (tmp_path / "run" / ".hydra" / "overrides.yaml").read_text()
+    second = run_cli("resume=true", "hydra.run.dir=run", "epochs=2", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert f"resuming from {tmp_path / 'run' / 'last.pt'} after epoch 1" in second.stdout + second.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert (metrics["epochs_done"], metrics["model"], metrics["data"]) == (2, "mlp", "fake")
+    assert [record["epoch"] for record in metrics["history"]] == [1, 2]
+    # the folder still knows how the run was made: a later resume=run finds its overrides
+    overrides = (tmp_path / "run" / ".hydra" / "overrides.yaml").read_text()
+    assert all(option in overrides for option in options), (saved, overrides)
+    assert list(tmp_path.iterdir()) == [tmp_path / "run"]  # no second run folder
+
+
 @pytest.mark.parametrize("arguments, fragments", [
     (["epochs=0"], ["epochs=0 is out of range: must be an integer >= 1"]),
     (["batch_size=0"], ["batch_size=0 is out of range"]),

@@ -1,14 +1,17 @@
 """Every option of every config group composes, instantiates and trains as a user would call it."""
 
+import math
 import subprocess
 import sys
 import sysconfig
 import zipfile
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from cnnbench.config import check_config
 from cnnbench.build import build_optimizer
@@ -26,12 +29,34 @@ def test_groups_hold_what_the_issue_lists():
     assert {"lenet", "mlp"} <= set(GROUPS["model"])
 
 
-def test_defaults_are_lenet_on_fashion_mnist(compose_config):
+def test_defaults_are_lenet_on_fashion_mnist(compose_config, monkeypatch):
+    monkeypatch.delenv("CNNBENCH_DATA", raising=False)
     cfg = compose_config()
     assert cfg.model._target_.endswith(".lenet") and cfg.data.name == "fashion_mnist"
     for key in ("seed", "epochs", "batch_size", "device", "label_smoothing", "grad_clip", "num_workers"):
         assert key in cfg
     assert cfg.device == "auto"
+    # README's table of keys and their defaults
+    readme_defaults = {
+        "epochs": 10, "batch_size": 128, "seed": 0, "device": "auto", "label_smoothing": 0.0,
+        "grad_clip": 0.0, "tta": False, "warmup_epochs": 0, "precision": "fp32", "channels_last": False,
+        "compile": False, "early_stopping.patience": 0, "limit_batches": None, "threads": None,
+        "num_workers": 2, "resume": False, "checkpoint.every_n_steps": 0, "on_nan": "stop",
+        "data.root": "data", "data.loader": "memory", "data.resize": None, "data.train_limit": None,
+        "data.augment.crop_padding": 0, "data.augment.hflip": False, "data.augment.color_jitter": 0.0,
+        "data.permute_pixels": False, "data.permute_seed": 0,
+        # the optimizer and scheduler README names: SGD, momentum 0.9, Nesterov, weight decay 5e-4; cosine
+        "optimizer._target_": "torch.optim.SGD", "optimizer.momentum": 0.9, "optimizer.nesterov": True,
+        "optimizer.weight_decay": 5e-4, "scheduler._target_": "torch.optim.lr_scheduler.CosineAnnealingLR",
+    }
+    assert {key: OmegaConf.select(cfg, key) for key in readme_defaults} == readme_defaults
+    monkeypatch.setenv("CNNBENCH_DATA", "/data/elsewhere")
+    assert compose_config().data.root == "/data/elsewhere"
+    # CIFAR-10: pad 4 + random crop, flip; image folders: flip, and unreadable files stop the run
+    cifar = compose_config("data=cifar10").data.augment
+    assert (cifar.crop_padding, cifar.hflip) == (4, True)
+    folder = compose_config("data=imagefolder").data
+    assert (folder.augment.hflip, folder.bad_images) == (True, "error")
 
 
 @pytest.mark.parametrize("optimizer", GROUPS["optimizer"])
@@ -53,6 +78,43 @@ def test_every_optimizer_and_scheduler_instantiate_and_step(compose_config, opti
         assert rates[-1] == pytest.approx(0.0, abs=1e-9)
     if warmup:
         assert rates[0] < rates[3]  # rising during the first epoch
+
+
+def learning_rates(cfg, steps_per_epoch: int) -> list[float]:
+    """The learning rate each optimizer step of the whole run uses, as the scheduler sets it."""
+    cfg.steps_per_epoch = steps_per_epoch
+    optimizer, scheduler = build_optimizer(cfg, torch.nn.Linear(3, 1))
+    rates = []
+    for _ in range(cfg.epochs * steps_per_epoch):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+def test_each_scheduler_follows_its_schedule(compose_config):
+    # Each preset as its YAML file describes it, in epochs of 2 steps (schedulers step per batch).
+    lr = 0.1
+    assert learning_rates(compose_config("scheduler=none", f"optimizer.lr={lr}", "epochs=4"), 2) == [lr] * 8
+    # step: x0.1 every 30 epochs
+    step = learning_rates(compose_config("scheduler=step", f"optimizer.lr={lr}", "epochs=31"), 2)
+    assert step[:60] == [lr] * 60 and step[60:] == pytest.approx([lr * 0.1] * 2)
+    # multistep: x0.1 after epochs 5 and 8
+    multistep = learning_rates(compose_config("scheduler=multistep", f"optimizer.lr={lr}", "epochs=10"), 2)
+    assert multistep == pytest.approx([lr] * 10 + [lr * 0.1] * 6 + [lr * 0.01] * 4)
+    # one-cycle: up to max_lr (the optimizer's lr) over the first quarter, then far below where it began
+    cycle = learning_rates(compose_config("scheduler=onecycle", f"optimizer.lr={lr}", "epochs=10"), 2)
+    peak = cycle.index(max(cycle))
+    assert max(cycle) == pytest.approx(lr, rel=1e-3) and peak == round(0.25 * 20) - 1
+    assert all(a < b for a, b in pairwise(cycle[:peak + 1])) and all(a > b for a, b in pairwise(cycle[peak:]))
+    assert cycle[0] == pytest.approx(lr / 25) and cycle[-1] < lr / 25 / 100
+    # cosine: from lr down a half cosine
+    cosine = learning_rates(compose_config("scheduler=cosine", f"optimizer.lr={lr}", "epochs=5"), 2)
+    assert cosine == pytest.approx([lr * (1 + math.cos(math.pi * step / 10)) / 2 for step in range(10)])
+    # warmup: a straight line from lr / (its steps) up to lr over warmup_epochs, then the scheduler
+    warm = learning_rates(compose_config("scheduler=none", f"optimizer.lr={lr}", "epochs=4",
+                                         "warmup_epochs=2"), 2)
+    assert warm == pytest.approx([lr * (1 / 4 + 3 / 4 * step / 4) for step in range(4)] + [lr] * 4)
 
 
 @pytest.mark.parametrize("model", GROUPS["model"])
@@ -84,6 +146,12 @@ def test_help_lists_every_group_and_option(tmp_path):
         assert f"{group}:" in result.stdout
         for option in options:
             assert option in result.stdout
+    # each group's line names exactly its options, as whole names (lenet inside lenet5 does not count)
+    listed = dict(line.split(": ", 1) for line in result.stdout.split("== Configuration groups ==")[1]
+                  .split("== Config ==")[0].splitlines() if ": " in line)
+    every_group = {path.name: sorted(p.stem for p in path.glob("*.yaml"))
+                   for path in (REPO / "conf").iterdir() if path.is_dir() and list(path.glob("*.yaml"))}
+    assert {group: sorted(line.split(", ")) for group, line in listed.items()} == every_group
 
 
 @pytest.mark.slow

@@ -93,6 +93,14 @@ def test_image_folder_splits_by_class_with_a_fixed_seed(compose_config, image_ro
     assert images.shape == (8, 3, 24, 32)
     again = load(compose_config, *overrides, batch_size=8)
     assert again.val.dataset.indices == data.val.dataset.indices
+    # another seed, another split: still 3 of each class held out, not the same 3
+    other = load(compose_config, *overrides, batch_size=8, seed=1)
+    other_labels = [other.val.dataset.dataset.targets[i] for i in other.val.dataset.indices]
+    assert sorted(other_labels) == sorted(val_labels)
+    assert other.val.dataset.indices != data.val.dataset.indices
+    for split in (data, other):  # the two halves of a split never share an image
+        assert not set(split.train.dataset.indices) & set(split.val.dataset.indices)
+        assert len(split.train.dataset) + len(split.val.dataset) == 30
 
 
 def test_image_folder_with_train_and_val_folders(compose_config, tmp_path):
@@ -106,6 +114,73 @@ def test_image_folder_with_train_and_val_folders(compose_config, tmp_path):
     assert next(iter(data.val))[0].shape == (4, 1, 224, 224)
 
 
+def test_image_folder_with_train_and_test_folders(compose_config, tmp_path):
+    write_image_folder(tmp_path / "train", classes=("a", "b"), per_class=4)
+    write_image_folder(tmp_path / "test", classes=("a", "b"), per_class=3)
+    data = load(compose_config, "data=imagefolder", f"data.root={tmp_path}", "data.image_size=16",
+                "num_workers=0", batch_size=4)
+    assert data.classes == ["a", "b"]
+    assert len(data.train.dataset) == 8 and len(data.val.dataset) == 6  # validated on test/, all of it
+    files = data.val.dataset.dataset.samples
+    assert all(f"{tmp_path / 'test'}/" in path for path, _ in files)
+    assert [label for _, label in files] == [0, 0, 0, 1, 1, 1]
+
+
+def test_image_folder_training_flips_images_at_random_and_validation_never(compose_config, tmp_path):
+    # Every image of a class is the same picture, bright on its left: each training image must be
+    # that picture or its mirror image, and some of each; a validation image is never mirrored.
+    for name, row in (("left", 0), ("right", 8)):
+        (tmp_path / "pets" / name).mkdir(parents=True)
+        pixels = np.zeros((16, 16, 3), dtype=np.uint8)
+        pixels[row:row + 8, :4] = 250
+        pixels[row:row + 8, 4:8] = 120
+        for index in range(32):
+            Image.fromarray(pixels).save(tmp_path / "pets" / name / f"{index}.png")
+    overrides = ["data=imagefolder", f"data.root={tmp_path / 'pets'}", "data.image_size=16",
+                 "num_workers=0", "data.val_fraction=0.25", "data.mean=[0,0,0]", "data.std=[1,1,1]"]
+    data = load(compose_config, *overrides, batch_size=48)
+    val_images, val_labels = next(iter(data.val))
+    originals = {label: image for image, label in zip(val_images, val_labels.tolist(), strict=True)}
+    assert sorted(originals) == [0, 1]
+    assert all(torch.equal(image, originals[label])
+               for image, label in zip(val_images, val_labels.tolist(), strict=True))
+    flipped = []
+    for epoch in range(2):
+        data.train.set_epoch(epoch)
+        for images, labels in data.train:
+            for image, label in zip(images, labels.tolist(), strict=True):
+                assert torch.equal(image, originals[label]) or torch.equal(image, originals[label].flip(-1))
+                flipped.append(not torch.equal(image, originals[label]))
+    assert len(flipped) == 96 and 25 < sum(flipped) < 71  # about half, drawn per image
+    # and data.augment.hflip=false turns it off
+    plain = load(compose_config, *overrides, "data.augment.hflip=false", batch_size=48)
+    images, labels = next(iter(plain.train))
+    assert all(torch.equal(image, originals[label]) for image, label in zip(images, labels.tolist(),
+                                                                          strict=True))
+
+
+def test_the_dataloader_path_crops_and_flips_each_image_on_its_own(compose_config, cifar_root):
+    # CIFAR-10's augmentation (pad 4, random crop, flip) on the DataLoader path: each training image
+    # is a window of its own zero-padded image, or that window mirrored, drawn per image.
+    common = ["data=cifar10", f"data.root={cifar_root}", "data.download=false", "data.loader=torch",
+              "data.mean=[0,0,0]", "data.std=[1,1,1]"]
+    augmented = load(compose_config, *common, batch_size=64)
+    plain = load(compose_config, *common, "data.augment.crop_padding=0", "data.augment.hflip=false",
+                 batch_size=64)
+    (images, labels), (originals, same_labels) = next(iter(augmented.train)), next(iter(plain.train))
+    assert torch.equal(labels, same_labels)  # the same images, in the same order
+    windows = set()
+    for image, original in zip(images, originals, strict=True):
+        padded = torch.nn.functional.pad(original, (4, 4, 4, 4))
+        found = [(top, left, flip) for top in range(9) for left in range(9) for flip in (False, True)
+                 if torch.equal(image, padded[:, top:top + 32, left:left + 32].flip(-1) if flip
+                                else padded[:, top:top + 32, left:left + 32])]
+        assert found, "an augmented image is no window of its own padded image"
+        windows.add(found[0])
+    assert len(windows) > 20  # drawn per image, not one crop for the whole batch
+    assert any(flip for _, _, flip in windows) and not all(flip for _, _, flip in windows)
+
+
 def test_image_folder_with_one_class_is_refused(compose_config, tmp_path):
     from conftest import write_image_folder
     write_image_folder(tmp_path / "one", classes=("only",), per_class=3)
@@ -117,6 +192,11 @@ def test_train_limit_keeps_the_first_images(compose_config, idx_root):
     data = load(compose_config, "data=mnist", f"data.root={idx_root}", "data.download=false",
                 "data.train_limit=100")
     assert len(data.train.labels) == 100 and len(data.val.labels) == 200
+    # the first 100 of the file, in its order; validation untouched
+    everything = load(compose_config, "data=mnist", f"data.root={idx_root}", "data.download=false")
+    assert torch.equal(data.train.images, everything.train.images[:100])
+    assert torch.equal(data.train.labels, everything.train.labels[:100])
+    assert torch.equal(data.val.images, everything.val.images)
 
 
 def test_shuffle_is_seeded_per_epoch():

@@ -1,13 +1,16 @@
 """Launcher and search presets: joblib runs jobs side by side, Optuna searches, SLURM composes."""
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 from hydra import compose, initialize_config_module
 
+from cnnbench.run import main as cnnbench_main
 from cnnbench.run import missing_plugin
 
 TINY = ["data=fake", "data.num_train=64", "data.num_val=32", "batch_size=32", "epochs=1"]
@@ -53,8 +56,22 @@ def test_slurm_preset_composes():
     assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.num_workers == 6
 
 
-def test_a_missing_plugin_is_named_with_the_install_command(tmp_path):
+def test_a_missing_plugin_is_named_with_the_install_command(tmp_path, monkeypatch, capsys):
     missing = missing_plugin(["model=lenet", "launcher=joblib"], installed=lambda module: False)
     assert missing == "launcher=joblib"
     assert missing_plugin(["launcher=joblib"], installed=lambda module: True) is None
     assert missing_plugin(["model=lenet"], installed=lambda module: False) is None
+    # What the user sees, through the command's own entry point, as if the sweep extra were not
+    # installed: Python finds none of the Hydra plugin modules.
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name.startswith(
+        "hydra_plugins.") else find_spec(name, *args))
+    monkeypatch.chdir(tmp_path)
+    for preset in ("launcher=joblib", "launcher=slurm", "hparams_search=optuna"):
+        monkeypatch.setattr(sys, "argv", ["cnnbench", "-m", "model=lenet,mlp", preset, "data=fake"])
+        with pytest.raises(SystemExit) as exit_info:
+            cnnbench_main()
+        assert exit_info.value.code == 2
+        out, err = capsys.readouterr()
+        assert err == f"cnnbench: error: {preset} needs a Hydra plugin: pip install 'cnnbench[sweep]'\n"
+    assert list(tmp_path.iterdir()) == []  # refused before anything ran

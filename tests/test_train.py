@@ -70,7 +70,9 @@ def test_best_checkpoint_reloads_with_the_recorded_accuracy(compose_config, idx_
 
 
 @pytest.mark.parametrize("scheduler", ["none", "step"])
-def test_resume_equals_an_uninterrupted_run(compose_config, idx_root, tmp_path, scheduler):
+def test_training_a_finished_run_on_equals_a_longer_run(compose_config, idx_root, tmp_path, scheduler):
+    # resume=true on a finished run with more epochs trains on. (Runs stopped part-way, with dropout
+    # and augmentation, resume exactly too: tests/test_faults.py, and test_sweep.py in a sweep.)
     # step: its schedule does not depend on `epochs`, so 1 epoch + 1 more = 2 epochs exactly.
     common = [f"scheduler={scheduler}", "scheduler.step_size=${steps:1}"] if scheduler == "step" \
         else [f"scheduler={scheduler}"]
@@ -100,13 +102,20 @@ def test_resume_without_a_checkpoint_is_refused(compose_config, idx_root, tmp_pa
 
 
 def test_cifar10_with_augmentation_and_the_dataloader_path(compose_config, cifar_root, tmp_path):
-    cfg = compose_config("data=cifar10", f"data.root={cifar_root}", "data.download=false",
-                         "data.loader=torch", "num_workers=0", "epochs=1", "batch_size=50",
-                         "model=mlp", "optimizer=adamw", "scheduler=onecycle", "label_smoothing=0.1",
-                         "grad_clip=1.0", "device=cpu")
+    options = ["data=cifar10", f"data.root={cifar_root}", "data.download=false", "data.loader=torch",
+               "num_workers=0", "epochs=1", "batch_size=50", "model=mlp", "optimizer=adamw",
+               "scheduler=onecycle", "label_smoothing=0.1", "grad_clip=1.0", "device=cpu"]
+    cfg = compose_config(*options)
+    assert (cfg.data.augment.crop_padding, cfg.data.augment.hflip) == (4, True)  # CIFAR-10's default
     metrics = train(cfg, tmp_path / "run")
     assert metrics["parameters"] == 3 * 32 * 32 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10
     assert 0 <= metrics["final_val_acc"] <= 1
+    # It trained on augmented images: the same run (seed, order, weights) without augmentation
+    # sees other pixels, so its training loss differs. (What each image becomes: test_data.py.)
+    plain = train(compose_config(*options, "data.augment.crop_padding=0", "data.augment.hflip=false"),
+                  tmp_path / "plain")
+    assert plain["history"][0]["train_images"] == metrics["history"][0]["train_images"]
+    assert plain["history"][0]["train_loss"] != metrics["history"][0]["train_loss"]
 
 
 def test_image_folder_run_keeps_class_names(compose_config, image_root, tmp_path):

@@ -13,19 +13,22 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from omegaconf import OmegaConf
 from PIL import Image
+from torch import nn
 
 from cnnbench.checkpoint import load_checkpoint
 from cnnbench.data import build_data
 from cnnbench.errors import CnnbenchError
 from cnnbench.evaluate import evaluate_checkpoint
 from cnnbench.export import export
+from cnnbench.models import registry
 from cnnbench.predict import find_images, predict, write_predictions
 from cnnbench.train import train
 from cnnbench.use import check_output, rebuild_model
 
-from conftest import REPO, write_idx_dataset
+from conftest import REPO, require_module, write_idx_dataset, write_image_folder
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +41,17 @@ def trained(tmp_path_factory, compose_config):
                          "batch_size=32", "device=cpu")
     metrics = train(cfg, base / "run")
     return SimpleNamespace(run=base / "run", best=base / "run" / "best.pt", metrics=metrics, root=root)
+
+
+@pytest.fixture(scope="module")
+def trained_rgb(tmp_path_factory, compose_config) -> Path:
+    """best.pt of a 2-epoch LeNet run on an RGB image folder (3 classes, 16x16, ImageNet mean/std)."""
+    base = tmp_path_factory.mktemp("use-rgb")
+    write_image_folder(base / "images", size=(16, 16), per_class=16)
+    cfg = compose_config("data=imagefolder", f"data.root={base / 'images'}", "data.image_size=16",
+                         "num_workers=0", "epochs=2", "batch_size=8", "optimizer=adam", "device=cpu")
+    train(cfg, base / "run")
+    return base / "run" / "best.pt"
 
 
 def run_tool(module: str, *arguments: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -142,6 +156,24 @@ def test_an_unknown_key_is_one_line_on_the_command_line(trained, call_tool):
     assert_one_line_error(result, "cnnbench-eval", "data.rooot")
 
 
+def test_eval_command_adds_keys_with_plus_and_replaces_only_its_own_out_file(trained, tmp_path, call_tool):
+    # +key=value adds a key the stored config lacks (without the +, the same key is refused above)
+    added = call_tool("evaluate", f"ckpt={trained.best}", "+data.note=relabelled", "out=first.json")
+    assert added.returncode == 0, added.stderr
+    first = json.loads((tmp_path / "first.json").read_text())
+    assert first["overrides"] == ["+data.note=relabelled"] and first["data"]["note"] == "relabelled"
+    assert first["accuracy"] == trained.metrics["best_val_acc"]
+    # out= an earlier eval.json: replaced
+    again = call_tool("evaluate", f"ckpt={trained.best}", "batch_size=7", "out=first.json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "first.json").read_text())["overrides"] == ["batch_size=7"]
+    # out= a file of the user's: refused before any work, and left as it was
+    (tmp_path / "notes.json").write_text('{"mine": true}')
+    refused = call_tool("evaluate", f"ckpt={trained.best}", "out=notes.json")
+    assert_one_line_error(refused, "cnnbench-eval", "notes.json exists and was not written by cnnbench-eval")
+    assert (tmp_path / "notes.json").read_text() == '{"mine": true}'
+
+
 # ---------------------------------------------------------------- cnnbench-predict
 
 def test_predict_reads_every_image_mode_and_size(trained, tmp_path):
@@ -159,6 +191,84 @@ def test_predict_reads_every_image_mode_and_size(trained, tmp_path):
     write_predictions(rows, tmp_path / "preds.json", str(trained.best))
     saved = json.loads((tmp_path / "preds.json").read_text())
     assert [row["file"] for row in saved["predictions"]] == [row["file"] for row in rows]
+
+
+def write_mode_images(folder: Path) -> list[Path]:
+    """One picture in every mode and at sizes other than the models', made so that a wrong
+    conversion shows: channels that differ (greyscale weights), 1-pixel stripes (a resize without
+    antialiasing aliases them), 16-bit values above 255 (clipping instead of scaling)."""
+    folder.mkdir(parents=True)
+    height, width = 37, 61
+    rows, columns = np.mgrid[0:height, 0:width]
+    grey = np.where(rows < height // 3, 220, 30).astype(np.uint8)  # a bright band at the top
+    grey[rows >= 2 * height // 3] = np.where(columns[rows >= 2 * height // 3] % 2, 0, 255)
+    colour = np.stack([grey, 255 - grey, np.roll(grey, 5, axis=1)], axis=-1)
+    Image.fromarray(colour).save(folder / "rgb.png")
+    Image.fromarray(colour).save(folder / "photo.jpg", quality=95)
+    Image.fromarray(grey).save(folder / "grey.png")
+    alpha = (np.arange(width) * 4 % 256).astype(np.uint8)[None].repeat(height, 0)
+    Image.fromarray(np.dstack([colour, alpha])).save(folder / "rgba.png")
+    Image.fromarray(colour).convert("P").save(folder / "palette.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(folder / "deep.png")  # 16-bit greyscale
+    Image.fromarray(colour).resize((11, 9)).save(folder / "small.png")  # smaller than training: enlarged
+    return sorted(folder.iterdir())
+
+
+def as_trained(path: Path, checkpoint: dict) -> torch.Tensor:
+    """What README says predict makes of an image file, written out independently: greyscale or
+    RGB as the model was trained (PIL's conversions; 16-bit scaled to 8 bits, not clipped),
+    resized to the training size (bilinear, antialiased), normalised with the run's mean and std."""
+    with Image.open(path) as image:
+        image.load()
+        if image.mode.startswith("I"):
+            scaled = np.asarray(image, dtype=np.float64) * 255 / 65535
+            image = Image.fromarray(scaled.round().astype(np.uint8))
+        image = image.convert("L" if checkpoint["in_channels"] == 1 else "RGB")
+    pixels = torch.tensor(np.asarray(image), dtype=torch.float32).reshape(image.height, image.width, -1)
+    pixels = F.interpolate(pixels.permute(2, 0, 1)[None], size=tuple(checkpoint["image_size"]),
+                           mode="bilinear", antialias=True, align_corners=False)[0].round().clamp(0, 255)
+    mean, std = (torch.tensor(checkpoint["config"]["data"][key]).view(-1, 1, 1) for key in ("mean", "std"))
+    return (pixels / 255 - mean) / std
+
+
+@pytest.mark.parametrize("model", ["greyscale", "rgb"])
+def test_predict_converts_every_image_mode_and_size_as_the_model_was_trained(trained, trained_rgb, tmp_path,
+                                                                              model):
+    best = trained.best if model == "greyscale" else trained_rgb
+    files = write_mode_images(tmp_path / "images")
+    checkpoint = load_checkpoint(best)
+    classes = len(checkpoint["classes"])
+    rows, problems = predict(best, files, topk=classes, device="cpu")
+    assert problems == [] and [row["file"] for row in rows] == [str(file) for file in files]
+    with torch.no_grad():
+        expected = rebuild_model(checkpoint, best)(torch.stack([as_trained(f, checkpoint) for f in files]))
+    for row, probabilities in zip(rows, expected.softmax(1).tolist(), strict=True):
+        got = {guess["index"]: guess["probability"] for guess in row["top"]}
+        # The tolerance allows another antialiased resize (one grey level here and there); each
+        # wrong conversion tried (greyscale from the red channel, 16-bit clipped, resize without
+        # antialiasing or nearest) moved a probability here by 0.01 to 0.99 for one model or both.
+        assert [got[index] for index in range(classes)] == pytest.approx(probabilities, abs=6e-3), row["file"]
+
+
+def test_predict_takes_a_recursive_glob_and_writes_each_class_index_in_json(trained, tmp_path, call_tool):
+    write_test_images(tmp_path / "images")
+    (tmp_path / "images" / "nested" / "deeper").mkdir()
+    Image.new("RGB", (20, 20), "white").save(tmp_path / "images" / "nested" / "deeper" / "white.jpg")
+    result = call_tool("predict", f"ckpt={trained.best}", "inputs=images/**/*.jpg", "topk=3",
+                       "out=preds.json")
+    assert result.returncode == 0, result.stderr
+    saved = json.loads((tmp_path / "preds.json").read_text())
+    # ** reaches every depth: the top folder has no .jpg, nested/ and nested/deeper/ have one each
+    assert [row["file"] for row in saved["predictions"]] == ["images/nested/deeper/white.jpg",
+                                                             "images/nested/photo.jpg"]
+    classes = load_checkpoint(trained.best)["classes"]
+    for row in saved["predictions"]:
+        assert len(row["top"]) == 3 and len({guess["index"] for guess in row["top"]}) == 3
+        for guess in row["top"]:
+            assert classes[guess["index"]] == guess["class"]
+    assert saved["tool"] == "cnnbench-predict" and saved["checkpoint"] == str(trained.best)
+    only_top = call_tool("predict", f"ckpt={trained.best}", "inputs=images/*.jpg")  # one level only
+    assert only_top.returncode == 2 and "no image files there" in only_top.stderr
 
 
 def test_predict_command_names_the_corrupt_file_and_writes_csv(trained, tmp_path, call_tool):
@@ -223,7 +333,8 @@ def test_export_torchscript_matches_pytorch(trained):
 
 
 def test_export_onnx_matches_pytorch_at_any_batch_size(trained, tmp_path, call_tool):
-    onnxruntime = pytest.importorskip("onnxruntime")
+    # skipped without onnxruntime, saying how to install it; in CI (which installs it) a failure
+    onnxruntime = require_module("onnxruntime", "pip install 'cnnbench[onnx]'")
     result = call_tool("export", f"ckpt={trained.best}", "format=onnx", f"out={tmp_path / 'lenet.onnx'}")
     assert result.returncode == 0, result.stderr
     assert "max abs difference from PyTorch" in result.stdout
@@ -233,6 +344,42 @@ def test_export_onnx_matches_pytorch_at_any_batch_size(trained, tmp_path, call_t
         expected = rebuild_model(load_checkpoint(trained.best), trained.best)(images)
     logits = session.run(None, {"images": images.numpy()})[0]
     assert np.abs(logits - expected.numpy()).max() <= 1e-4
+
+
+class BatchDependentNet(nn.Module):
+    """Adds 1 to every logit for batches of more than 2 images: Python control flow, which
+    TorchScript's tracer (given 2 images) freezes into the file, so the file no longer reproduces
+    the model on the check batch."""
+
+    def __init__(self, num_classes: int, in_channels: int, image_size: list[int]) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_channels * image_size[0] * image_size[1], num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.linear(images.flatten(1))
+        return logits + 1 if images.shape[0] > 2 else logits
+
+
+def batch_dependent_net(num_classes: int, in_channels: int, image_size: list[int]) -> nn.Module:
+    """A user's own model (registered in the test below)."""
+    return BatchDependentNet(num_classes, in_channels, image_size)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
+def test_export_exits_1_when_the_file_does_not_reproduce_the_model(tmp_path, compose_config, call_tool,
+                                                                   monkeypatch):
+    monkeypatch.setattr(registry, "_BUILDERS", dict(registry._BUILDERS))  # registered for this test only
+    registry.register_model(batch_dependent_net)
+    cfg = compose_config("data=fake", "data.num_train=64", "data.num_val=32", "batch_size=32", "epochs=1",
+                         "device=cpu", f"model._target_={__name__}.batch_dependent_net")
+    train(cfg, tmp_path / "run")
+    result = call_tool("export", f"ckpt={tmp_path / 'run' / 'best.pt'}", "format=torchscript")
+    assert result.returncode == 1
+    assert ("checked on 32 validation images of fake: max abs difference from PyTorch 1.00e+00"
+            in result.stdout)
+    assert result.stderr.splitlines() == [
+        f"cnnbench-export: error: {tmp_path / 'run' / 'best.torchscript.pt'} does not reproduce the model: "
+        "its logits differ by up to 1.00e+00, more than 0.0001 + 1e-05 x |logit|"]
 
 
 def test_export_refuses_unknown_formats_and_overwriting_the_checkpoint(trained):
