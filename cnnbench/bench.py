@@ -15,6 +15,7 @@ so that a noisy neighbour on a shared machine hits all three alike.
 import argparse
 import gzip
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -131,12 +132,12 @@ class _CIFAR10Copy(torchvision.datasets.CIFAR10):
         return True
 
 
-def torchvision_dataset(cfg: DictConfig, scratch: Path) -> torch.utils.data.Dataset:
+def torchvision_dataset(cfg: DictConfig, scratch: Path, train: bool = True) -> torch.utils.data.Dataset:
     """The torchvision dataset class the notebooks use, with their per-sample transforms."""
     normalize = [transforms.ToTensor(), transforms.Normalize(list(cfg.data.mean), list(cfg.data.std))]
     if cfg.data.name == "cifar10":
-        augment = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()]
-        return _CIFAR10Copy(cfg.data.root, train=True, transform=transforms.Compose(augment + normalize))
+        augment = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()] if train else []
+        return _CIFAR10Copy(cfg.data.root, train=train, transform=transforms.Compose(augment + normalize))
     # torchvision's (Fashion)MNIST reads extracted files from root/<Class>/raw: unpack ours there.
     dataset_class = torchvision.datasets.FashionMNIST if cfg.data.name == "fashion_mnist" \
         else torchvision.datasets.MNIST
@@ -150,13 +151,20 @@ def torchvision_dataset(cfg: DictConfig, scratch: Path) -> torch.utils.data.Data
         opener = gzip.open if source.suffix == ".gz" else open
         with opener(source, "rb") as file:
             (raw / name).write_bytes(file.read())
-    return dataset_class(str(scratch), train=True, transform=transforms.Compose(normalize))
+    return dataset_class(str(scratch), train=train, transform=transforms.Compose(normalize))
 
 
 @quiet_on_closed_pipe
 def main() -> None:
     """Console entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    if sys.argv[1:2] == ["--process"]:  # the whole-process measures: start-up, sweeps, the allocator
+        from cnnbench.bench_process import main as process_main
+
+        process_main(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog="cnnbench-bench --process [--quick]: start-up, a sweep, the "
+                                            "allocator and 3 epochs, each as a whole process (--process -h)")
     parser.add_argument("--data-root", default="data", help="folder holding the datasets (data.root)")
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs of each kind per case")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the textbook loop")

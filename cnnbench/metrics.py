@@ -30,6 +30,15 @@ def hparams(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return values
 
 
+def minor_page_faults() -> int:
+    """Minor page faults of this process so far (0 where the platform does not count them)."""
+    try:
+        import resource  # Unix only
+    except ImportError:
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def peak_memory_mb(device: torch.device) -> dict[str, float]:
     """Peak memory of this process so far: resident host memory, and the GPU's when on CUDA."""
     peaks = {}

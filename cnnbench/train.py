@@ -29,7 +29,7 @@ from cnnbench.data import Data
 from cnnbench.device import autocast, memory_format
 from cnnbench.errors import Interrupted
 from cnnbench.faults import LossWatch, StopSignals
-from cnnbench.metrics import hparams, model_name, summarise
+from cnnbench.metrics import hparams, minor_page_faults, model_name, summarise
 from cnnbench.validation import evaluate, misclassified
 
 log = logging.getLogger("cnnbench")
@@ -77,6 +77,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                 log.info("early stop: no better val acc for %d epochs since epoch %d",
                          cfg.early_stopping.patience, state["best_epoch"])
                 break
+            faults = minor_page_faults()
             trained = train_epoch(run, cfg, epoch, state, save_last, signals)
             evaluation_start = time.perf_counter()
             val = None if trained is None else evaluate(
@@ -92,7 +93,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
                       "val_loss": val["loss"], "val_acc": val["acc"],
                       "lr": run.optimizer.param_groups[0]["lr"], "train_images": seen,
-                      "images_per_sec": seen / train_time, "epoch_time_s": epoch_time}
+                      "images_per_sec": seen / train_time, "epoch_time_s": epoch_time,
+                      "page_faults": minor_page_faults() - faults}
             state["history"].append(record)
             state.update(epoch=epoch + 1, step=0, epoch_sums=None)
             state["wall_time_s"] += epoch_time

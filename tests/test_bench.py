@@ -47,3 +47,25 @@ def test_the_ratio_check_allows_rounding_and_nothing_more():
     assert within_rounding(3.14, 312, 100)  # 3.1407
     assert not within_rounding(3.09, 312, 100) and not within_rounding(3.15, 312, 100)
     assert not within_rounding(3.2, 9_821, 3_095)  # fast machines: as tight as 0.01 absolute was
+
+
+@pytest.mark.slow
+def test_quick_process_benchmark_prints_every_measure(tmp_path):
+    require_data(SHARED_DATA / "MNIST" / "raw" / "train-images-idx3-ubyte.gz", GET_SHARED_DATA)
+    require_data(FASHION_MNIST_SYSTEM / "train-images-idx3-ubyte.gz", GET_FASHION_MNIST)
+    (tmp_path / "data" / "MNIST").mkdir(parents=True)
+    (tmp_path / "data" / "MNIST" / "raw").symlink_to(SHARED_DATA / "MNIST" / "raw")
+    result = subprocess.run([sys.executable, "-m", "cnnbench.bench", "--process", "--quick", "--data-root",
+                             str(tmp_path / "data")], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for line in ("(a) start-up", "import torch + one SGD step (floor)", "cnnbench epochs=1 limit_batches=1",
+                 "(b) sweep cnnbench -m model=lenet,mlp,small_cnn data=mnist epochs=1 seed=0,1",
+                 "(6 runs)", "(c) allocator", "keep_freed_memory=true", "keep_freed_memory=false",
+                 "(d) 1 epochs of LeNet on Fashion-MNIST", "textbook loop"):
+        assert line in out, line
+    startup = next(line for line in out.splitlines() if "limit_batches=1" in line).split()
+    run_s, torch_s = float(startup[3]), float(out.split("import torch'")[1].split()[0])
+    assert run_s > torch_s  # a run imports torch and more
+    assert float(startup[5].rstrip("x")) == pytest.approx(run_s / torch_s, rel=0.01)  # their ratio
