@@ -162,9 +162,16 @@ def main() -> None:
 
         process_main(sys.argv[2:])
         return
+    if sys.argv[1:2] == ["--imagefolder"]:  # an image folder: the cache against decoding every epoch
+        from cnnbench.bench_folder import main as folder_main
+
+        folder_main(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      epilog="cnnbench-bench --process [--quick]: start-up, a sweep, the "
-                                            "allocator and 3 epochs, each as a whole process (--process -h)")
+                                            "allocator and 3 epochs, each as a whole process (--process -h). "
+                                            "cnnbench-bench --imagefolder [--quick]: an image folder through "
+                                            "its cache and through a DataLoader (--imagefolder -h)")
     parser.add_argument("--data-root", default="data", help="folder holding the datasets (data.root)")
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs of each kind per case")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the textbook loop")

@@ -76,6 +76,9 @@ _RANGES = [
     ("data.permute_seed", 0, math.inf, True, False, True),
     ("data.augment.color_jitter", 0, math.inf, True, False, False),
     ("data.augment.crop_padding", 0, math.inf, True, False, True),
+    ("data.augment.resized_crop_scale", 0, 1, False, True, False),
+    ("data.augment.resized_crop_ratio", 0, math.inf, False, False, False),
+    ("data.memory_budget_gb", 0, math.inf, True, False, False),
     ("data.image_size", 1, math.inf, True, False, True),  # an int, or [height, width]: each checked
     ("data.resize", 1, math.inf, True, False, True),
     ("data.in_channels", 1, math.inf, True, False, True),
@@ -111,7 +114,7 @@ _RANGES = [
 # keys that take true or false (a string 'yes' would be truthy and silently mean true)
 _BOOLEANS = ("channels_last", "compile", "sync_bn", "tta", "overfit", "keep_freed_memory",
              "optimizer.nesterov", "optimizer.amsgrad", "data.download", "data.grayscale",
-             "data.permute_pixels", "data.augment.hflip", "model.batch_norm", "model.aux_logits")
+             "data.permute_pixels", "data.augment.hflip", "data.cache", "model.batch_norm", "model.aux_logits")
 
 
 # key -> the values it may take
@@ -216,6 +219,10 @@ def check_config(cfg: DictConfig) -> None:
         value = _literal(cfg, key)
         if value is not None and value not in choices:
             raise CnnbenchError(f"{key}={value!r} is not one of: {', '.join(choices)}")
+    for key in ("data.augment.resized_crop_scale", "data.augment.resized_crop_ratio"):
+        pair = _literal(cfg, key)
+        if pair is not None and (not isinstance(pair, list) or len(pair) != 2 or pair[0] > pair[1]):
+            raise CnnbenchError(f"{key}={pair} must be [low, high] with low <= high")
     milestones = _literal(cfg, "scheduler.milestones")
     if isinstance(milestones, list) and None not in milestones and milestones != sorted(set(milestones)):
         raise CnnbenchError(f"scheduler.milestones={milestones} must rise: each milestone after the one before")

@@ -141,6 +141,20 @@ def image_root(tmp_path: Path) -> Path:
     return write_image_folder(tmp_path / "images")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _image_cache(tmp_path_factory):
+    """Image-folder caches go to a folder of this test session's (also in the runs tests start as
+    processes), never to the user's ~/.cache/cnnbench."""
+    folder = tmp_path_factory.mktemp("image-cache")
+    old = os.environ.get("CNNBENCH_CACHE")
+    os.environ["CNNBENCH_CACHE"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("CNNBENCH_CACHE", None)
+    else:
+        os.environ["CNNBENCH_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def compose_config():
     """compose_config(*overrides) -> the run config Hydra would build from those overrides."""

@@ -81,49 +81,65 @@ def test_cifar10_damaged_batch_is_named(compose_config, cifar_root):
         load(compose_config, "data=cifar10", f"data.root={cifar_root}", "data.download=false")
 
 
-def test_image_folder_splits_by_class_with_a_fixed_seed(compose_config, image_root):
+def class_of(path: str) -> str:
+    return path.split("/")[-2]
+
+
+@pytest.mark.parametrize("loader", ["memory", "torch"])
+def test_image_folder_splits_by_class_with_a_fixed_seed(compose_config, image_root, loader):
     overrides = ["data=imagefolder", f"data.root={image_root}", "data.image_size=[24,32]",
-                 "data.val_fraction=0.3", "num_workers=0"]
+                 "data.val_fraction=0.3", "num_workers=0", f"data.loader={loader}"]
     data = load(compose_config, *overrides, batch_size=8)
     assert data.classes == ["cat", "dog", "fox"] and data.in_channels == 3
     assert data.image_size == (24, 32)
-    val_labels = [data.val.dataset.dataset.targets[i] for i in data.val.dataset.indices]
-    assert sorted(val_labels) == [0, 0, 0, 1, 1, 1, 2, 2, 2]  # 30% of 10 per class
+    val_classes = sorted(class_of(path) for path in data.val.files)
+    assert val_classes == ["cat"] * 3 + ["dog"] * 3 + ["fox"] * 3  # 30% of 10 per class
     images, labels = next(iter(data.train))
     assert images.shape == (8, 3, 24, 32)
     again = load(compose_config, *overrides, batch_size=8)
-    assert again.val.dataset.indices == data.val.dataset.indices
+    assert again.val.files == data.val.files
     # another seed, another split: still 3 of each class held out, not the same 3
     other = load(compose_config, *overrides, batch_size=8, seed=1)
-    other_labels = [other.val.dataset.dataset.targets[i] for i in other.val.dataset.indices]
-    assert sorted(other_labels) == sorted(val_labels)
-    assert other.val.dataset.indices != data.val.dataset.indices
+    assert sorted(class_of(path) for path in other.val.files) == val_classes
+    assert other.val.files != data.val.files
     for split in (data, other):  # the two halves of a split never share an image
-        assert not set(split.train.dataset.indices) & set(split.val.dataset.indices)
-        assert len(split.train.dataset) + len(split.val.dataset) == 30
+        assert not set(split.train.files) & set(split.val.files)
+        assert len(split.train.files) + len(split.val.files) == 30
 
 
-def test_image_folder_with_train_and_val_folders(compose_config, tmp_path):
+def test_both_image_folder_paths_split_alike_and_see_the_same_validation_pixels(compose_config, image_root):
+    overrides = ["data=imagefolder", f"data.root={image_root}", "data.image_size=[24,32]", "num_workers=0"]
+    memory, torch_path = (load(compose_config, *overrides, f"data.loader={loader}", batch_size=8)
+                          for loader in ("memory", "torch"))
+    assert memory.train.files == torch_path.train.files and memory.val.files == torch_path.val.files
+    for (a, la), (b, lb) in zip(memory.val, torch_path.val, strict=True):  # decoded once or every epoch
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+        assert torch.equal(la, lb)
+
+
+@pytest.mark.parametrize("loader", ["memory", "torch"])
+def test_image_folder_with_train_and_val_folders(compose_config, tmp_path, loader):
     from conftest import write_image_folder
     write_image_folder(tmp_path / "train", classes=("a", "b"), per_class=4)
     write_image_folder(tmp_path / "val", classes=("a", "b"), per_class=2)
     data = load(compose_config, "data=imagefolder", f"data.root={tmp_path}", "data.grayscale=true",
-                "data.mean=[0.5]", "data.std=[0.5]", "num_workers=0", batch_size=4)
+                "data.mean=[0.5]", "data.std=[0.5]", "num_workers=0", f"data.loader={loader}", batch_size=4)
     assert data.classes == ["a", "b"] and data.in_channels == 1
-    assert len(data.train.dataset) == 8 and len(data.val.dataset) == 4
+    assert len(data.train.files) == 8 and len(data.val.files) == 4
     assert next(iter(data.val))[0].shape == (4, 1, 224, 224)
 
 
-def test_image_folder_with_train_and_test_folders(compose_config, tmp_path):
+@pytest.mark.parametrize("loader", ["memory", "torch"])
+def test_image_folder_with_train_and_test_folders(compose_config, tmp_path, loader):
     write_image_folder(tmp_path / "train", classes=("a", "b"), per_class=4)
     write_image_folder(tmp_path / "test", classes=("a", "b"), per_class=3)
     data = load(compose_config, "data=imagefolder", f"data.root={tmp_path}", "data.image_size=16",
-                "num_workers=0", batch_size=4)
+                "num_workers=0", f"data.loader={loader}", batch_size=4)
     assert data.classes == ["a", "b"]
-    assert len(data.train.dataset) == 8 and len(data.val.dataset) == 6  # validated on test/, all of it
-    files = data.val.dataset.dataset.samples
-    assert all(f"{tmp_path / 'test'}/" in path for path, _ in files)
-    assert [label for _, label in files] == [0, 0, 0, 1, 1, 1]
+    assert len(data.train.files) == 8 and len(data.val.files) == 6  # validated on test/, all of it
+    assert all(f"{tmp_path / 'test'}/" in path for path in data.val.files)
+    assert [class_of(path) for path in data.val.files] == ["a", "a", "a", "b", "b", "b"]
+    assert torch.cat([labels for _, labels in data.val]).tolist() == [0, 0, 0, 1, 1, 1]
 
 
 def test_image_folder_training_flips_images_at_random_and_validation_never(compose_config, tmp_path):

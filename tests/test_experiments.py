@@ -236,13 +236,14 @@ def test_color_jitter_on_an_image_folder_run(compose_config, image_root):
     assert next(iter(build_data(grey, batch_size=8, seed=0, device=CPU).train))[0].shape == (8, 1, 16, 16)
 
 
-def test_color_jitter_needs_the_dataloader_path(compose_config):
-    cfg = compose_config("data=fake", "data.augment.color_jitter=0.3").data
-    with pytest.raises(CnnbenchError, match=r"data.augment.color_jitter=0.3 needs data.loader=torch"):
-        build_data(cfg, batch_size=8, seed=0, device=CPU)
-    cfg.loader = "torch"
-    images, _ = next(iter(build_data(cfg, batch_size=8, seed=0, device=CPU).train))
-    assert images.shape == (8, 3, 32, 32)
+@pytest.mark.parametrize("loader", ["memory", "torch"])
+def test_color_jitter_works_on_both_paths(compose_config, loader):
+    # it once needed data.loader=torch: the in-memory loader now jitters each image on the device
+    plain, jittered = (compose_config("data=fake", f"data.loader={loader}", "num_workers=0",
+                                      f"data.augment.color_jitter={strength}").data for strength in (0.0, 0.3))
+    images, _ = next(iter(build_data(jittered, batch_size=8, seed=0, device=CPU).train))
+    reference, _ = next(iter(build_data(plain, batch_size=8, seed=0, device=CPU).train))
+    assert images.shape == (8, 3, 32, 32) and not torch.equal(images, reference)
     with pytest.raises(CnnbenchError, match="data.augment.color_jitter=-0.1 is out of range"):
         check_config(compose_config("data.augment.color_jitter=-0.1"))
 

@@ -11,14 +11,12 @@ Two ways to serve batches, chosen by `data.loader`:
 Reading each dataset from disk is in datasets.py; image files and folders in images.py.
 """
 
-import copy
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 
-from cnnbench.data.augment import crop_flip_draws, random_crop_flip
+from cnnbench.data.augment import Augment, crop_flip_draws, random_crop_flip
 from cnnbench.data.datasets import (
     IDX_FILES,
     _find_idx_folder,
@@ -30,11 +28,11 @@ from cnnbench.data.datasets import (
     pixel_permutation,
     read_idx,
 )
+from cnnbench.data.folder import build_image_folder
 from cnnbench.data.images import (
     IMAGE_ERRORS,
     IMAGE_EXTENSIONS,
     ImageFiles,
-    _image_files,
     image_problem,
     open_image,
     stratified_split,
@@ -66,55 +64,17 @@ class Data:
         return len(self.classes)
 
 
-def build_image_folder(cfg: DictConfig, batch_size: int, seed: int, num_workers: int,
-                       device: torch.device) -> Data:
-    """A DataLoader pair over an ImageFolder tree, already split or split here by class."""
-    root = Path(cfg.root).expanduser().absolute()
-    if not root.is_dir():
-        raise CnnbenchError(f"data.root={cfg.root}: no such folder")
-    mode = "L" if cfg.grayscale else "RGB"
-    size = (cfg.image_size, cfg.image_size) if isinstance(cfg.image_size, int) else tuple(cfg.image_size)
-    val_dir = next((root / name for name in ("val", "test") if (root / name).is_dir()), None)
-    if (root / "train").is_dir():
-        if val_dir is None:
-            raise CnnbenchError(f"data.root={root} has train/ but no val/ or test/ folder beside it")
-        train_set, val_set = _image_files(root / "train", mode, size), _image_files(val_dir, mode, size)
-        if train_set.classes != val_set.classes:
-            raise CnnbenchError(f"{root / 'train'} and {val_dir} hold different class folders: "
-                                f"{train_set.classes} vs {val_set.classes}")
-        train_indices, val_indices = list(range(len(train_set))), list(range(len(val_set)))
-    else:
-        train_set = _image_files(root, mode, size)
-        val_set = copy.copy(train_set)  # the same files, with the validation transform
-        train_indices, val_indices = stratified_split(train_set.targets, cfg.val_fraction, seed)
-    if cfg.train_limit:
-        train_indices = train_indices[:cfg.train_limit]
-    if len(train_set.classes) < 2:
-        raise CnnbenchError(f"data.root={root} has {len(train_set.classes)} class folder "
-                            f"({', '.join(train_set.classes)}); classification needs at least 2")
-    train_set.transform = sample_transform(cfg, train=True, size=size)
-    val_set.transform = sample_transform(cfg, train=False, size=size)
-    loaders = [_data_loader(EpochSamples(dataset, indices), batch_size, shuffle, seed, num_workers,
-                            device, cfg.bad_images)
-               for dataset, indices, shuffle in ((train_set, train_indices, True),
-                                                 (val_set, val_indices, False))]
-    return Data(loaders[0], loaders[1], train_set.classes, 1 if cfg.grayscale else 3, size,
-                list(cfg.mean), list(cfg.std))
-
-
 LOADERS = {"mnist": load_idx_dataset, "fashion_mnist": load_idx_dataset, "cifar10": load_cifar10}
 
 
 def build_data(cfg: DictConfig, *, batch_size: int, seed: int, device: torch.device,
                num_workers: int = 0) -> Data:
     """Load the dataset `cfg` names and wrap it in the batch streams `cfg.loader` asks for."""
+    if cfg.augment.get("resized_crop_scale") and cfg.augment.get("crop_padding"):
+        raise CnnbenchError("data.augment.resized_crop_scale and data.augment.crop_padding are two ways to "
+                            "crop: set crop_padding=0 or resized_crop_scale=null")
     if cfg.name == "imagefolder":
         return build_image_folder(cfg, batch_size, seed, num_workers, device)
-    if cfg.loader == "memory" and cfg.augment.get("color_jitter"):
-        # torchvision's ColorJitter draws one set of factors per call, i.e. per batch here; the
-        # per-sample transforms of the DataLoader path jitter each image on its own
-        raise CnnbenchError(f"data.augment.color_jitter={cfg.augment.color_jitter} needs data.loader=torch "
-                            "(the in-memory loader does not jitter colours); or set it to 0")
     if cfg.name == "fake":
         splits, classes = make_fake(cfg, seed)
     elif cfg.name in LOADERS:
@@ -139,12 +99,11 @@ def build_data(cfg: DictConfig, *, batch_size: int, seed: int, device: torch.dev
     native = tuple(splits["train"][0].shape[-2:])
     resize = (cfg.resize, cfg.resize) if isinstance(cfg.resize, int) else tuple(cfg.resize or native)
     if cfg.loader == "memory":
+        rank, world = process_rank()
         streams = [
             MemoryLoader(images.to(device), labels.to(device), batch_size, mean=list(cfg.mean),
-                         std=list(cfg.std), shuffle=train, seed=seed, resize=resize,
-                         rank=process_rank()[0], world=process_rank()[1],
-                         crop_padding=cfg.augment.crop_padding if train else 0,
-                         hflip=cfg.augment.hflip and train)
+                         std=list(cfg.std), shuffle=train, seed=seed, size=resize, rank=rank, world=world,
+                         augment=Augment.from_config(cfg.augment) if train else None)
             for (images, labels), train in ((splits["train"], True), (splits["val"], False))]
     elif cfg.loader == "torch":
         streams = []

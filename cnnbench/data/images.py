@@ -60,7 +60,7 @@ class ImageFiles(Dataset):
     """
 
     def __init__(self, root: Path, mode: str, size: tuple[int, int]) -> None:
-        self.mode = mode
+        self.root, self.mode = root, mode
         self.transform = None  # set by the loader: decoded image -> tensor
         self.ignored: Counter[str] = Counter()  # extension (or "hidden") -> files left out
         entries = sorted(root.iterdir())
@@ -109,11 +109,12 @@ def _image_files(folder: Path, mode: str, size: tuple[int, int]) -> ImageFiles:
     if not files.classes:
         raise CnnbenchError(f"data.root={folder} holds no class folders; expected "
                             f"{folder}/<class name>/<image files>")
-    if files.ignored:
-        hidden = files.ignored.pop("hidden", 0)
-        others = ", ".join(f"{count} {extension}" for extension, count in sorted(files.ignored.items()))
-        said = [f"{sum(files.ignored.values())} files that are not images by extension ({others})"] \
-            if files.ignored else []
+    ignored = +files.ignored  # without the zero counts the scan leaves (a tree with nothing to leave out)
+    if ignored:
+        hidden = ignored.pop("hidden", 0)
+        others = ", ".join(f"{count} {extension}" for extension, count in sorted(ignored.items()))
+        said = [f"{sum(ignored.values())} files that are not images by extension ({others})"] \
+            if ignored else []
         said += [f"{hidden} hidden files or folders"] if hidden else []
         log.warning("%s: left out %s", folder, " and ".join(said))
     return files

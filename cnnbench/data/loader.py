@@ -42,7 +42,12 @@ def sample_transform(cfg: DictConfig, train: bool, size: tuple[int, int],
 
     crop_size = native or size
     steps = [v2.ToImage()]
-    if native is None:
+    scale = cfg.augment.get("resized_crop_scale")  # .get: configs saved before the key existed
+    if train and scale:  # a random box of the decoded image, resized to the training size
+        ratio = tuple(cfg.augment.get("resized_crop_ratio") or (3 / 4, 4 / 3))
+        steps.append(v2.RandomResizedCrop(size, scale=tuple(scale), ratio=ratio, antialias=True))
+        native = None  # the crop resized already
+    elif native is None:
         steps.append(v2.Resize(size, antialias=True))
     if train and cfg.augment.crop_padding:
         steps.append(v2.RandomCrop(crop_size, padding=cfg.augment.crop_padding))
@@ -112,6 +117,12 @@ class EpochDataLoader(DataLoader):
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Choose the epoch whose shuffle order to replay, and the batch to start at."""
         self.sampler.set_epoch(epoch, start * self.batch_size)
+
+    @property
+    def files(self) -> list[str] | None:
+        """The image files this loader serves, in order (None when its images are not files)."""
+        samples = getattr(self.dataset.dataset, "samples", None)
+        return None if samples is None else [samples[index][0] for index in self.dataset.indices]
 
     def __iter__(self) -> Iterator[Batch]:
         for images, labels in super().__iter__():

@@ -8,34 +8,42 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from cnnbench.data.augment import crop_flip_draws, random_crop_flip
+from cnnbench.data.augment import Augment
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 class MemoryLoader:
-    """Batches from one uint8 image tensor held on the training device.
+    """Batches from one uint8 image tensor: on the training device, or memory-mapped from a file
+    on disk (an image-folder cache too big for the device), each batch then moved to the device.
 
-    Augmentation draws its own random numbers for every image (torchvision's v2 random
-    transforms draw one set per call, which on a batch means one crop for all images).
-    Batches are float32 in the model's layout; the stored images stay uint8 (4x less memory).
+    Augmentation draws its own random numbers for every image (augment.py). Batches are float32,
+    normalised, `size` high and wide; the stored images stay uint8 (4x less memory).
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
                  mean: Sequence[float], std: Sequence[float], shuffle: bool, seed: int = 0,
-                 crop_padding: int = 0, hflip: bool = False,
-                 resize: tuple[int, int] | None = None, rank: int = 0, world: int = 1) -> None:
-        self.images, self.labels = images, labels  # uint8 N x C x H x W, int64 N
+                 augment: Augment | None = None, size: tuple[int, int] | None = None,
+                 rows: torch.Tensor | None = None, device: torch.device | None = None,
+                 rank: int = 0, world: int = 1) -> None:
+        self.images = images  # uint8 N x C x H x W, on `device` or on the CPU (memory-mapped)
+        self.rows = rows  # the rows of `images` this loader serves (a split of a shared cache); None: all
+        self.labels = labels if rows is None else labels.index_select(0, rows.to(labels.device))
+        self.device = device or images.device
+        self.labels = self.labels.to(self.device)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.rank, self.world = rank, world  # distributed training: this process's shard
-        self.crop_padding, self.hflip, self.resize = crop_padding, hflip, resize
+        self.augment = augment if augment and augment.active else None
+        self.size = tuple(size or images.shape[-2:])
         # (x / 255 - mean) / std as one multiply-add per pixel
-        std_t = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
+        std_t = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
         self.scale = 1 / (255 * std_t)
-        self.shift = -torch.tensor(mean, device=images.device).view(1, -1, 1, 1) / std_t
+        self.shift = -torch.tensor(mean, device=self.device).view(1, -1, 1, 1) / std_t
         self.epoch, self.start = 0, 0
+        self.skipped: set[str] = set()  # image files left out as unreadable (data.bad_images=skip)
+        self.files: list[str] | None = None  # an image folder's files, one per served image
         # Training drops the last partial batch (a batch of 1 breaks BatchNorm); evaluation keeps all.
-        self.drop_last = shuffle and shard_size(len(labels), rank, world, shuffle) > batch_size
+        self.drop_last = shuffle and shard_size(len(self.labels), rank, world, shuffle) > batch_size
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Choose the epoch whose shuffle and augmentation to replay (deterministic per seed and
@@ -47,7 +55,7 @@ class MemoryLoader:
         return math.floor(count) if self.drop_last else math.ceil(count)
 
     def __iter__(self) -> Iterator[Batch]:
-        device = self.images.device
+        device = self.device
         # One generator per epoch: resuming at any epoch replays exactly the same batches.
         generator = torch.Generator(device=device).manual_seed(epoch_seed(self.seed, self.epoch))
         count = len(self.labels)
@@ -60,23 +68,28 @@ class MemoryLoader:
             # its own augmentation (the same crops on every shard would correlate them).
             order = shard(order, self.rank, self.world, self.shuffle)
             generator.manual_seed(epoch_seed(self.seed, self.epoch) + 7919 * (self.rank + 1))
+        height, width = self.images.shape[-2:]
         for batch in range(len(self)):
             index = order[batch * self.batch_size:(batch + 1) * self.batch_size]
-            augment = self.crop_padding or self.hflip
+            draws = self.augment.draw(len(index), height, width, generator) if self.augment else {}
             if batch < self.start:
-                # Skipped, but its random draws are made, so the batches after it get the crops
+                # Skipped, but its random numbers were drawn: the batches after it get the crops
                 # and flips an uninterrupted epoch gives them.
-                if augment:
-                    crop_flip_draws(len(index), self.crop_padding, self.hflip, generator)
                 continue
-            # index_select, not images[index]: 30x faster for a batch of rows on a 2-core CPU
-            images = self.images.index_select(0, index)
-            if augment:
-                images = random_crop_flip(images, self.crop_padding, self.hflip, generator)
-            images = images.float().mul_(self.scale).add_(self.shift)  # in place: one buffer
-            if self.resize and tuple(images.shape[-2:]) != self.resize:
-                images = F.interpolate(images, size=self.resize, mode="bilinear", align_corners=False)
+            images = self.gather(index)
+            images = self.augment.apply(images, draws, self.size) if self.augment else images.float()
+            images = images.mul_(self.scale).add_(self.shift)  # in place: one buffer
+            if tuple(images.shape[-2:]) != self.size:
+                images = F.interpolate(images, size=self.size, mode="bilinear", align_corners=False)
             yield images, self.labels.index_select(0, index)
+
+    def gather(self, index: torch.Tensor) -> torch.Tensor:
+        """The uint8 images at positions `index` of this loader's rows, on the training device."""
+        if self.rows is not None:
+            index = self.rows.index_select(0, index.to(self.rows.device))
+        # index_select, not images[index]: 30x faster for a batch of rows on a 2-core CPU
+        images = self.images.index_select(0, index.to(self.images.device))
+        return images.to(self.device, non_blocking=images.is_pinned())
 
 
 class OneBatch:

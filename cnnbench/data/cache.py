@@ -1,0 +1,239 @@
+"""The decoded-image cache of an image folder: each image decoded once, converted and resized as
+training sees it, and kept as raw uint8 pixels with its label. Later runs, every run of a sweep,
+cnnbench-eval and other machines that share the cache folder read pixels instead of decoding.
+
+One cache is a folder `<cache_dir>/<tree>-<key>/` holding `pixels.u8` (N x C x H x W bytes) and
+`index.json` (shape, labels, class names, files, unreadable files, a digest of sampled blocks).
+The key is a hash of everything that decides those bytes: the files with their sizes and
+modification times, the size, greyscale or colour, and the decoding rules (DECODER), so a change
+to any of them makes another cache and none is ever stale. A cache is written in a temporary
+folder and renamed into place, under a lock that makes a second process wait for the first
+instead of decoding too; a damaged one is found by its size and digest and decoded again.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from cnnbench.data.images import IMAGE_ERRORS, image_problem, open_image
+from cnnbench.errors import CnnbenchError
+
+log = logging.getLogger("cnnbench")
+
+# What turns a file into stored pixels; change it when open_image or the resize below changes.
+DECODER = "open_image+interpolate(bilinear,antialias)/1"
+CHUNK = 64  # images a worker process decodes per task
+
+
+@dataclass
+class Decoded:
+    """An image tree's pixels and labels, in the order of its files."""
+
+    pixels: torch.Tensor  # uint8 N x C x H x W: memory-mapped from the cache, or in memory
+    labels: torch.Tensor  # int64 N
+    files: list[str]  # the decoded files, one per row
+    unreadable: dict[str, str]  # file -> why it could not be decoded (left out of the rows)
+    folder: Path | None  # the cache folder (None: decoded in memory, data.cache=false)
+
+
+def default_cache_dir() -> Path:
+    """$CNNBENCH_CACHE, else $XDG_CACHE_HOME/cnnbench, else ~/.cache/cnnbench."""
+    if os.environ.get("CNNBENCH_CACHE"):
+        return Path(os.environ["CNNBENCH_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnbench"
+
+
+def cache_key(root: Path, files: Sequence[str], mode: str, size: tuple[int, int]) -> str:
+    """A hash of everything that decides the cached bytes (paths relative to the tree's root, so
+    another machine that mounts the tree elsewhere finds the same cache)."""
+    digest = hashlib.sha256(json.dumps([DECODER, mode, list(size)]).encode())
+    for path in files:
+        stat = os.stat(path)
+        digest.update(f"\0{os.path.relpath(path, root)}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:24]
+
+
+def decoded_images(root: Path, samples: Sequence[tuple[str, int]], mode: str, size: tuple[int, int],
+                   cache_dir: Path | None) -> Decoded:
+    """The pixels of every sample (path, label) under `root`: from the cache when it holds them,
+    else decoded now (all cores) and, with a cache_dir, written there for later runs."""
+    if cache_dir is None:
+        return Decoded(*decode(samples, mode, size, into=None), folder=None)
+    files = [path for path, _ in samples]
+    folder = Path(cache_dir) / f"{root.name or 'images'}-{cache_key(root, files, mode, size)}"
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        lock = folder.with_name(folder.name + ".lock")
+        with locked(lock, waiting=f"waiting for another process to finish decoding {root} into {folder}"):
+            if folder.is_dir():
+                try:
+                    return load(folder)
+                except DamagedCache as why:
+                    log.warning("the image cache %s is damaged (%s): decoding the images again", folder, why)
+                    shutil.rmtree(folder, ignore_errors=True)
+            # written beside its place, then renamed there: readers never see half a cache
+            temporary = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+            shutil.rmtree(temporary, ignore_errors=True)
+            temporary.mkdir()
+            try:
+                finish(temporary, *decode(samples, mode, size, into=temporary / "pixels.u8"))
+                os.replace(temporary, folder)
+            finally:
+                shutil.rmtree(temporary, ignore_errors=True)
+            return load(folder)
+    except OSError as error:  # a read-only or full cache folder: train anyway, from memory
+        log.warning("cannot use the image cache in %s (%s); decoding in memory for this run only "
+                    "(set data.cache_dir to a writable folder)", cache_dir, error.strerror or error)
+        return Decoded(*decode(samples, mode, size, into=None), folder=None)
+
+
+def decode(samples: Sequence[tuple[str, int]], mode: str, size: tuple[int, int], into: Path | None
+           ) -> tuple[torch.Tensor, torch.Tensor, list[str], dict[str, str]]:
+    """Decode every sample with all cores, into the file `into` (memory-mapped, so a tree bigger
+    than memory can be cached) or into memory: pixels, labels, files and the unreadable ones."""
+    channels = 1 if mode == "L" else 3
+    shape = (len(samples), channels, *size)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    where = f"into the cache {into.parent.with_suffix('')}" if into else "in memory (data.cache=false)"
+    log.info("decoding %s images once, at %dx%d, %s, with %d processes", f"{len(samples):,}", *size,
+             where, cores)
+    pixels = np.memmap(into, dtype=np.uint8, mode="w+", shape=shape) if into else np.empty(shape, np.uint8)
+    decoded = np.zeros(len(samples), dtype=bool)
+    unreadable: dict[str, str] = {}
+    chunks = [range(start, min(start + CHUNK, len(samples))) for start in range(0, len(samples), CHUNK)]
+    tasks = [[samples[row][0] for row in chunk] for chunk in chunks]
+    # fork: workers start at once with the parent's modules; one torch thread each (OpenMP cannot
+    # be used after a fork, and a worker per core is parallel enough)
+    with ProcessPoolExecutor(cores, mp_context=get_context("fork"), initializer=torch.set_num_threads,
+                             initargs=(1,)) as pool, \
+            tqdm(total=len(samples), desc="decoding images", unit="img", leave=False, disable=None) as bar:
+        results = pool.map(_decode_files, tasks, [mode] * len(tasks), [tuple(size)] * len(tasks))
+        for chunk, chunk_results in zip(chunks, results, strict=True):
+            for row, result in zip(chunk, chunk_results, strict=True):
+                if isinstance(result, str):
+                    unreadable[samples[row][0]] = result
+                else:
+                    pixels[row], decoded[row] = result, True
+            bar.update(len(chunk))
+    rows = np.flatnonzero(decoded)
+    for new, old in enumerate(rows):  # close the gaps unreadable files left (rows only move up)
+        if new != old:
+            pixels[new] = pixels[old]
+    if into:
+        pixels.flush()
+    labels = torch.tensor([samples[row][1] for row in rows], dtype=torch.long)
+    return torch.from_numpy(pixels[:len(rows)]), labels, [samples[row][0] for row in rows], unreadable
+
+
+def _decode_files(paths: list[str], mode: str, size: tuple[int, int]) -> list[np.ndarray | str]:
+    # In a worker: each image as training sees it, or why it could not be read.
+    results: list[np.ndarray | str] = []
+    for path in paths:
+        try:
+            image = np.asarray(open_image(path, mode))
+        except IMAGE_ERRORS:
+            results.append(image_problem(path) or "could not be read")
+            continue
+        results.append(resize(image, size).numpy())
+    return results
+
+
+def resize(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """H x W (x C) uint8 pixels as C x H x W at `size`: bilinear with antialiasing, on the uint8
+    values, exactly as torchvision's v2.Resize does it on the DataLoader path."""
+    pixels = torch.from_numpy(image.copy())
+    pixels = pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1)
+    if tuple(pixels.shape[-2:]) == tuple(size):
+        return pixels
+    return F.interpolate(pixels[None], size=tuple(size), mode="bilinear", antialias=True,
+                         align_corners=False)[0]
+
+
+class DamagedCache(Exception):
+    """A cache folder whose files do not agree with each other."""
+
+
+def finish(folder: Path, pixels: torch.Tensor, labels: torch.Tensor, files: list[str],
+           unreadable: dict[str, str]) -> None:
+    """Complete a cache folder whose pixels.u8 decode() wrote: cut the file to the decoded rows
+    (unreadable files leave fewer), flush it to disk, and write the index with the digest that
+    every later load checks."""
+    path = folder / "pixels.u8"
+    with open(path, "r+b") as file:
+        file.truncate(pixels.numel())
+        os.fsync(file.fileno())
+    index = {"decoder": DECODER, "shape": list(pixels.shape), "labels": labels.tolist(), "files": files,
+             "unreadable": unreadable, "digest": sampled_digest(path)}
+    (folder / "index.json").write_text(json.dumps(index))
+
+
+def load(folder: Path) -> Decoded:
+    """A cache folder's pixels (memory-mapped) and index; DamagedCache when they disagree."""
+    try:
+        index = json.loads((folder / "index.json").read_text())
+        shape, labels, files = index["shape"], index["labels"], index["files"]
+        size = (folder / "pixels.u8").stat().st_size
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DamagedCache(f"index.json: {error}") from None
+    if size != int(np.prod(shape)) or len(labels) != shape[0] or len(files) != shape[0]:
+        raise DamagedCache(f"pixels.u8 holds {size:,} bytes, the index says {shape}")
+    if sampled_digest(folder / "pixels.u8") != index.get("digest"):
+        raise DamagedCache("pixels.u8 does not match its digest")
+    # copy-on-write: a writable view for torch, and nothing is ever written through it
+    pixels = np.memmap(folder / "pixels.u8", dtype=np.uint8, mode="c", shape=tuple(shape)) if size else \
+        np.zeros(shape, dtype=np.uint8)
+    return Decoded(torch.from_numpy(pixels), torch.tensor(labels, dtype=torch.long), files,
+                   index.get("unreadable", {}), folder)
+
+
+def sampled_digest(path: Path, blocks: int = 64, block: int = 1 << 16) -> str:
+    """A hash of the file's size and of `blocks` evenly spaced blocks: finds truncation and most
+    damage in milliseconds, however big the cache."""
+    size = path.stat().st_size
+    digest = hashlib.blake2b(str(size).encode(), digest_size=16)
+    with open(path, "rb") as file:
+        for offset in sorted({size * i // blocks for i in range(blocks)}):
+            file.seek(offset)
+            digest.update(file.read(block))
+    return digest.hexdigest()
+
+
+@contextmanager
+def locked(path: Path, waiting: str) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (fcntl.flock); say `waiting` once if another holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock; two runs starting at once may decode twice
+        yield
+        return
+    with open(path, "a") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info(waiting)
+            fcntl.flock(file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)
+
+
+def check_readable(decoded: Decoded, bad_images: str) -> None:
+    """data.bad_images=error: the first unreadable image stops the run, named."""
+    if decoded.unreadable and bad_images == "error":
+        path, problem = next(iter(decoded.unreadable.items()))
+        raise CnnbenchError(f"{path}: not a readable image ({problem}); replace or delete it, "
+                            "or set data.bad_images=skip to leave such files out")
