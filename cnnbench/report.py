@@ -2,11 +2,15 @@
 
 Runs that differ only by seed form one row: mean ± standard deviation of their accuracies, and
 their cost (parameters, multiply-accumulates, images/s, wall time). The table is printed and
-written as FOLDER/leaderboard.csv and FOLDER/leaderboard.md; a sweep writes it when it ends.
+written as FOLDER/leaderboard.csv and FOLDER/leaderboard.md (each replaced whole: readers never see
+half of one); every process of a sweep rebuilds it when its jobs are done, so the last to finish
+writes the complete one. Below the table: the runs not finished, running (and where), stale or
+not started, and the failed ones.
 """
 
 import argparse
 import csv
+import io
 import json
 import os
 import statistics
@@ -17,9 +21,10 @@ from typing import Any
 
 import yaml
 
+from cnnbench.claim import CLAIM_FILE, Holder, locked, read_holder
 from cnnbench.config import override_key
 from cnnbench.errors import CnnbenchError, quiet_on_closed_pipe
-from cnnbench.sweep import ERROR_FILE
+from cnnbench.sweep import ERROR_FILE, write_text_atomically
 
 # Keys that say where or how a run ran, not what it trained: runs that differ only in these
 # (and the seed) are one configuration. data.root is kept for image folders, where it IS the data.
@@ -30,7 +35,7 @@ RUNTIME_KEYS = {"seed", "resume", "steps_per_epoch", "num_workers", "log_every",
 # The csv's columns, in order (--sort takes any of them); the csv holds raw values, one per cell.
 COLUMNS = ["model", "data", "config", "seeds", "best_val_acc_mean", "best_val_acc_std",
            "final_val_acc_mean", "final_val_acc_std", "best_epoch_mean", "parameters", "macs",
-           "images_per_sec", "wall_time_s", "finished", "running", "failed"]
+           "images_per_sec", "wall_time_s", "finished", "running", "stale", "failed"]
 TEXT_COLUMNS = ("model", "data", "config")
 
 
@@ -55,7 +60,7 @@ DISPLAY = [
     ("images/s", lambda row: _number("{:,.0f}", row["images_per_sec"])),
     ("wall time (s)", lambda row: _number("{:,.1f}", row["wall_time_s"])),
     ("finished", lambda row: str(row["finished"])), ("running", lambda row: str(row["running"])),
-    ("failed", lambda row: str(row["failed"])),
+    ("stale", lambda row: str(row["stale"])), ("failed", lambda row: str(row["failed"])),
 ]
 
 
@@ -64,13 +69,21 @@ class RunInfo:
     """One run folder as the leaderboard sees it."""
 
     folder: Path
-    status: str  # finished | running | failed
+    status: str  # one of STATUSES
     metrics: dict[str, Any]
     config: dict[str, Any] | None  # config.json (as trained), else .hydra/config.yaml (as composed)
     overrides: list[str]
     choices: dict[str, str] = field(default_factory=dict)  # Hydra's group choices (model, data...)
     error: str = ""
     mtime: float = 0.0  # when metrics.json was last written
+    holder: Holder | None = None  # who holds its claim (running), or held it and is gone (stale)
+
+
+# finished: metrics.json says so. running: a live process holds its claim (claim.py), here or on
+# another host. failed: error.txt, and no process is at it again. stale: not finished and no
+# process at it: a claim left by a process that died, or a run stopped by Ctrl-C or SIGTERM (a
+# rerun resumes it from last.pt). not started: none of these (Hydra made its folder, no more).
+STATUSES = ("finished", "running", "stale", "failed", "not started")
 
 
 def _load(path: Path, loader) -> Any:
@@ -93,29 +106,36 @@ def read_run(folder: Path) -> RunInfo | str:
     metrics_file = folder / "metrics.json"
     metrics = _load(metrics_file, json.loads)
     readable = isinstance(metrics, dict) and "status" in metrics
+    holder = read_holder(folder)
     run = RunInfo(folder, "", metrics if readable else {}, config if isinstance(config, dict) else None,
-                  overrides if isinstance(overrides, list) else [], choices, error[0] if error else "")
+                  overrides if isinstance(overrides, list) else [], choices, error[0] if error else "",
+                  holder=holder)
     if readable:
         run.mtime = metrics_file.stat().st_mtime
     if readable and metrics["status"] == "finished":
         run.status = "finished"
+    elif holder and holder.is_live():
+        run.status = "running"
     elif error_file.is_file():
         run.status = "failed"
-    elif readable:
-        run.status = "running"
-    elif metrics_file.is_file():
+    elif metrics_file.is_file() and not readable:
         return f"{folder}: metrics.json is damaged or not a cnnbench metrics file; left out of the table"
+    elif readable or holder or (folder / "last.pt").is_file():
+        run.status = "stale"
     else:
-        return f"{folder}: no metrics.json (stopped before its first epoch, or not started); left out"
+        run.status = "not started"
     return run
 
 
 def collect_runs(folder: Path) -> tuple[list[RunInfo], list[str]]:
-    """Every run folder under `folder` (it holds metrics.json or .hydra/); a line per unreadable one."""
+    """Every run folder under `folder` (it holds metrics.json, error.txt, a claim or .hydra/); a line
+    per unreadable one."""
     runs, problems = [], []
     for path, folders, files in os.walk(folder):
-        folders[:] = sorted(name for name in folders if name != ".hydra")
-        if "metrics.json" in files or ERROR_FILE in files or os.path.isdir(os.path.join(path, ".hydra")):
+        # not into .hydra/, nor a sweep's .jobs/ journal or .submitit/ logs
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        marks = ("metrics.json", ERROR_FILE, CLAIM_FILE)
+        if any(name in files for name in marks) or os.path.isdir(os.path.join(path, ".hydra")):
             run = read_run(Path(path))
             (runs if isinstance(run, RunInfo) else problems).append(run)
     return runs, problems
@@ -208,15 +228,18 @@ def _std(values: list[float]) -> float | None:
 
 def leaderboard_rows(runs: list[RunInfo], sort: str = "best_val_acc_mean", ascending: bool = False
                      ) -> list[dict[str, Any]]:
-    """One row per configuration, sorted by `sort`; empty cells (None) sort last either way."""
+    """One row per configuration, sorted by `sort`; empty cells (None) sort last either way. Runs
+    with no metrics yet are left out (the roll call below the table names them), failed ones not."""
     groups: dict[str, list[RunInfo]] = {}
-    for run in sorted(runs, key=lambda run: str(run.folder)):
+    shown_runs = [run for run in runs if run.metrics or run.status == "failed"]
+    for run in sorted(shown_runs, key=lambda run: str(run.folder)):
         groups.setdefault(group_key(run), []).append(run)
     rows = []
     for members in groups.values():
         # Statistics over finished runs; a configuration with none finished yet shows its
-        # running runs' numbers so far, so a half-finished sweep already reads.
-        used = [r for r in members if r.status == "finished"] or [r for r in members if r.status == "running"]
+        # running (or stale) runs' numbers so far, so a half-finished sweep already reads.
+        used = ([r for r in members if r.status == "finished"]
+                or [r for r in members if r.status in ("running", "stale") and r.metrics])
         # One run per seed (the latest): the same seed found twice, e.g. in two sweep folders, is
         # the same experiment repeated, and counting it twice would shrink the spread.
         by_seed = {r.metrics.get("seed"): r for r in sorted(used, key=lambda r: r.mtime)}
@@ -235,7 +258,7 @@ def leaderboard_rows(runs: list[RunInfo], sort: str = "best_val_acc_mean", ascen
             "images_per_sec": _mean([m["images_per_sec"] for m in metrics if m.get("images_per_sec")]),
             "wall_time_s": _mean([m["wall_time_s"] for m in metrics if "wall_time_s" in m]),
             **{status: sum(r.status == status for r in members)
-               for status in ("finished", "running", "failed")},
+               for status in ("finished", "running", "stale", "failed")},
             "folders": [r.folder for r in members],
             "errors": [(r.folder, r.error) for r in members if r.status == "failed"],
         })
@@ -274,17 +297,38 @@ def _failures(rows: list[dict[str, Any]], folder: Path) -> list[str]:
     return [f"{os.path.relpath(path, folder)}: {error}" for row in rows for path, error in row["errors"]]
 
 
+def roll_call(runs: list[RunInfo], folder: Path) -> list[str]:
+    """A line for each run that is not finished and has not failed: running (where), stale, not started."""
+    lines = []
+    for run in sorted(runs, key=lambda run: str(run.folder)):
+        name = os.path.relpath(run.folder, folder)
+        done = run.metrics.get("epochs_done")
+        progress = f" (epoch {done} of {run.metrics.get('epochs')} done)" if done is not None else ""
+        if run.status == "running":
+            lines.append(f"running: {name} in {run.holder.where}{progress}")
+        elif run.status == "stale":
+            why = run.holder.gone() if run.holder else "stopped"
+            lines.append(f"stale: {name}{progress}: {why}; rerun its sweep (or cnnbench resume=FOLDER) to "
+                         "continue it")
+        elif run.status == "not started":
+            lines.append(f"not started: {name}")
+    return lines
+
+
 def write_leaderboard(folder: Path, rows: list[dict[str, Any]], sort: str = "best_val_acc_mean",
-                      ascending: bool = False) -> str:
-    """Write folder/leaderboard.csv and folder/leaderboard.md; return the console table."""
-    with open(folder / "leaderboard.csv", "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(COLUMNS + ["folders"])
-        for row in rows:
-            writer.writerow(["" if row[name] is None else row[name] for name in COLUMNS]
-                            + [" ".join(os.path.relpath(path, folder) for path in row["folders"])])
+                      ascending: bool = False, runs: list[RunInfo] = ()) -> str:
+    """Write folder/leaderboard.csv and folder/leaderboard.md, each replaced whole; return the
+    console table, with the failed runs and the roll call of `runs` not finished below it."""
+    table = io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(COLUMNS + ["folders"])
+    for row in rows:
+        writer.writerow(["" if row[name] is None else row[name] for name in COLUMNS]
+                        + [" ".join(os.path.relpath(path, folder) for path in row["folders"])])
+    write_text_atomically(folder / "leaderboard.csv", table.getvalue())
     order = "ascending" if ascending else "descending"
     failures = _failures(rows, folder)
+    unfinished = roll_call(list(runs), folder)
     common = " ".join(common_overrides(rows))
     markdown = [f"# Leaderboard: {folder}", "",
                 "One row per configuration (runs that differ only by seed): accuracies are the mean ± the "
@@ -293,9 +337,27 @@ def write_leaderboard(folder: Path, rows: list[dict[str, Any]], sort: str = "bes
                 "", format_table(rows, markdown=True), ""]
     if failures:
         markdown += ["Failed runs:", ""] + [f"- {line}" for line in failures] + [""]
-    (folder / "leaderboard.md").write_text("\n".join(markdown))
+    if unfinished:
+        markdown += ["Runs not finished:", ""] + [f"- {line}" for line in unfinished] + [""]
+    write_text_atomically(folder / "leaderboard.md", "\n".join(markdown))
     return ((f"every row: {common}\n" if common else "") + format_table(rows)
-            + "".join(f"\nfailed: {line}" for line in failures))
+            + "".join(f"\nfailed: {line}" for line in failures) + "".join(f"\n{line}" for line in unfinished))
+
+
+def rebuild_leaderboard(folder: Path, sort: str = "best_val_acc_mean", ascending: bool = False
+                        ) -> tuple[str | None, list[RunInfo], list[str]]:
+    """Rebuild the leaderboard of `folder` from every run folder under it: (the console table, or
+    None when there is no run; the runs; a line per unreadable run folder).
+
+    One process at a time: the processes of a sweep each rebuild it as they end, and the one that
+    reads the run folders last must also write last, or an older view could overwrite a newer one.
+    """
+    with locked(folder / ".leaderboard.lock"):
+        runs, problems = collect_runs(folder)
+        table = None
+        if runs:
+            table = write_leaderboard(folder, leaderboard_rows(runs, sort, ascending), sort, ascending, runs)
+    return table, runs, problems
 
 
 @quiet_on_closed_pipe
@@ -313,14 +375,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if not args.folder.is_dir():
             raise CnnbenchError(f"{args.folder} is not a folder")
-        runs, problems = collect_runs(args.folder)
+        table, runs, problems = rebuild_leaderboard(args.folder, args.sort, args.ascending)
         for problem in problems:
             print(f"cnnbench-report: warning: {problem}", file=sys.stderr)
-        if not runs:
-            raise CnnbenchError(f"no runs under {args.folder}: no folder there holds a readable "
-                                "metrics.json or a failed run")
-        rows = leaderboard_rows(runs, args.sort, args.ascending)
-        print(write_leaderboard(args.folder, rows, args.sort, args.ascending))
+        if table is None:
+            raise CnnbenchError(f"no runs under {args.folder}: no folder there holds a cnnbench run")
+        print(table)
+        print(f"{len(runs)} runs: " + ", ".join(f"{sum(run.status == status for run in runs)} {status}"
+                                                 for status in STATUSES))
     except BrokenPipeError:
         raise  # the reader of stdout went away: quiet_on_closed_pipe ends the command
     except OSError as error:  # e.g. a read-only folder

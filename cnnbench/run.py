@@ -1,5 +1,6 @@
 """The `cnnbench` command: Hydra composes the config, `train` does the work."""
 
+import contextlib
 import difflib
 import importlib.util
 import os
@@ -18,6 +19,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from cnnbench import sweep
+from cnnbench.claim import claim, refuse_if_claimed
 from cnnbench.config import check_config, override_key, refuse_existing_run
 from cnnbench.errors import CnnbenchError, Interrupted, quiet_on_closed_pipe
 from cnnbench.untrusted import check_saved_overrides
@@ -30,9 +32,14 @@ def _run(cfg: DictConfig) -> float | None:
     if hydra_cfg.mode == RunMode.MULTIRUN:
         # A sweep job: skipped, resumed or trained as its folder says; a failure is reported
         # and the sweep goes on (Hydra would stop at the first exception).
-        return sweep.run_job(cfg, run_dir, _train)
+        journal = sweep.journal_entry(hydra_cfg.sweep.dir, hydra_cfg.job.num)
+        return sweep.run_job(cfg, run_dir, _train, journal)
     try:
-        metrics = _train(cfg, run_dir)
+        # The run's folder is this process's while it trains (under torchrun, rank 0 holds it for all).
+        with claim(run_dir) if distributed_rank() == 0 else contextlib.nullcontext() as stale:
+            if stale:
+                print(f"cnnbench: taking over {run_dir}: {stale.gone()}", file=sys.stderr, flush=True)
+            metrics = _train(cfg, run_dir)
     except CnnbenchError as error:
         fail(str(error))
     return metrics["best_val_acc"]  # what a sweeper (e.g. Optuna) maximises
@@ -183,10 +190,12 @@ def main() -> None:
         fail(str(error))
     folders = [a.split("=", 1)[1].strip("'\"") for a in arguments if override_key(a) == "hydra.run.dir"]
     resuming = any(override_key(a) == "resume" and not a.endswith("=false") for a in arguments)
-    if folders and not resuming:
+    if folders and distributed_rank() == 0:
         try:
             # before Hydra starts: it would write over the folder's .hydra/ (and its overrides)
-            refuse_existing_run(Path(folders[-1]))
+            refuse_if_claimed(Path(folders[-1]))  # a run live in another process
+            if not resuming:
+                refuse_existing_run(Path(folders[-1]))
         except CnnbenchError as error:
             fail(str(error))
     sys.argv = [sys.argv[0], *torchrun_arguments(arguments, dict(os.environ))]

@@ -34,6 +34,18 @@ def test_joblib_sweep_runs_two_jobs_with_a_share_of_the_cores_each(tmp_path):
         config = json.loads((tmp_path / "sweep" / run / "config.json").read_text())
         assert config["threads"] == max(1, cores // 2)
     assert (tmp_path / "sweep" / "leaderboard.md").is_file()
+    # counted from what the worker processes noted, not from this process's own (empty) list
+    assert "2 runs: 2 trained, 0 resumed, 0 skipped, 0 failed" in result.stdout
+    assert not (tmp_path / "sweep" / ".jobs").exists()  # the journal goes when the sweep ends
+
+
+@pytest.mark.parametrize("launcher", [[], ["launcher=joblib"]], ids=["basic", "joblib"])
+def test_a_failed_run_is_counted_and_exits_1_whatever_the_launcher(tmp_path, launcher):
+    result = cnnbench("-m", *launcher, "model=lenet", "optimizer.lr=0.1,-1", *TINY, "hydra.sweep.dir=sweep",
+                      cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "2 runs: 1 trained, 0 resumed, 0 skipped, 1 failed\n" in result.stdout
+    assert "cnnbench: error: 1 of 2 runs failed: sweep/lenet_fake_" in result.stderr
 
 
 def test_optuna_search_runs_its_trials_and_reports_the_best(tmp_path):

@@ -3,23 +3,25 @@ stop the others, and the leaderboard (written at the end of a sweep, or by cnnbe
 
 import csv
 import json
+import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from fault_injection import faults_at
+from test_faults import assert_same_run, inject
 
 from cnnbench import report
 from cnnbench import sweep as sweeps
+from cnnbench.claim import HOST, read_holder
 from cnnbench.config import run_folder
 from cnnbench.errors import Interrupted
 from cnnbench.sweep import plan
 from cnnbench.train import train
-
-from fault_injection import faults_at
-from test_faults import assert_same_run, inject
 
 # Tiny runs: about a second of training per job; starting the process costs more.
 SMALL = ["data=fake", "data.num_train=64", "data.num_val=32", "batch_size=32"]
@@ -229,10 +231,11 @@ def test_report_rebuilds_the_leaderboard_and_names_unreadable_runs(two_by_two, t
 
     report.main([str(folder)])
     output = capsys.readouterr()
-    warnings = output.err.splitlines()
-    assert len(warnings) == 2
-    assert f"{missing}: no metrics.json" in warnings[0]
-    assert f"{corrupt}: metrics.json is damaged" in warnings[1]
+    assert output.err.splitlines() == [
+        f"cnnbench-report: warning: {corrupt}: metrics.json is damaged or not a cnnbench metrics file; "
+        "left out of the table"]
+    # no metrics.json, a last.pt and no process at it: a rerun resumes it
+    assert f"stale: {missing.name}: stopped; rerun its sweep" in output.out
     rows = read_leaderboard(folder)
     assert [row["model"] for row in rows] == ["lenet"] and rows[0]["seeds"] == "2"
     assert "lenet" in output.out and "best val acc" in output.out
@@ -284,8 +287,8 @@ def test_a_model_typed_or_left_to_the_default_is_one_configuration(two_by_two, t
     assert float(rows["lenet"]["best_val_acc_mean"]) == pytest.approx(statistics.fmean(accuracies))
 
 
-def test_a_configuration_with_only_running_runs_shows_their_numbers_so_far(two_by_two, tmp_path,
-                                                                             compose_config):
+def test_a_configuration_with_only_unfinished_runs_shows_their_numbers_so_far(two_by_two, tmp_path,
+                                                                                compose_config):
     folder = tmp_path / "runs"
     shutil.copytree(two_by_two[0] / SWEEP_DIR, folder)
     # stopped by SIGTERM in its epoch 2 of 2: metrics.json says running, after 1 epoch
@@ -297,8 +300,83 @@ def test_a_configuration_with_only_running_runs_shows_their_numbers_so_far(two_b
     rows = {row["folders"]: row for row in read_leaderboard(folder)}
     assert len(rows) == 3  # the sweep's two configurations, and this one
     row = rows["stopped"]
-    assert (row["seeds"], row["finished"], row["running"], row["failed"]) == ("1", "0", "1", "0")
+    # stopped, and no process at it: stale (a rerun resumes it), not running
+    counts = [row[key] for key in ("seeds", "finished", "running", "stale", "failed")]
+    assert counts == ["1", "0", "0", "1", "0"]
     assert float(row["best_val_acc_mean"]) == stopped["best_val_acc"]
     assert float(row["final_val_acc_mean"]) == stopped["final_val_acc"]
     assert float(row["wall_time_s"]) == pytest.approx(stopped["wall_time_s"])
     assert "| mlp | fake |" in (folder / "leaderboard.md").read_text()
+
+
+# ---------------------------------------------------------------- copies of one sweep (#15)
+
+def test_two_copies_of_a_sweep_split_its_runs_and_train_each_exactly_once(two_by_two, tmp_path):
+    # the same command in two terminals at once (threads=1 each: two single-threaded processes
+    # use 2 cores better than one process does); threads= is left out of folder names
+    command = [sys.executable, "-m", "cnnbench", "-m", "model=lenet,mlp", "seed=0,1", *SMALL, "epochs=1",
+               "threads=1"]
+    copies = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True) for _ in range(2)]
+    outputs = [copy.communicate(timeout=300)[0] for copy in copies]
+    assert [copy.returncode for copy in copies] == [0, 0], outputs
+    alone, together = two_by_two[0] / SWEEP_DIR, tmp_path / SWEEP_DIR  # one copy, two copies
+    runs = sorted(p.name for p in alone.iterdir() if p.is_dir())
+    assert sorted(p.name for p in together.iterdir() if p.is_dir()) == runs
+    # each run trained by one copy: one "run folder:" line in all, and folders as one copy leaves them
+    assert sum(out.count("run folder: ") for out in outputs) == 4
+    for name in runs:
+        assert metrics_of(together / name)["status"] == "finished"
+        assert len(list((together / name).glob("events.out.tfevents.*"))) == len(
+            list((alone / name).glob("events.out.tfevents.*")))  # 2: scalars and HParams
+        log = (together / name / "run.log").read_text().splitlines()
+        assert len(log) == len((alone / name / "run.log").read_text().splitlines())
+        assert sum("run folder: " in line for line in log) == 1  # one writer
+        assert not (together / name / ".claim").exists()
+    summary = r"4 runs: (\d+) trained, 0 resumed, \d+ skipped, 0 failed"
+    trained = [int(re.search(summary, out)[1]) for out in outputs]
+    assert sum(trained) == 4
+    for out, own in zip(outputs, trained, strict=True):  # what one copy did not train, it skipped
+        assert out.count("skipping ") == 4 - own
+    rows = read_leaderboard(together)  # whoever wrote it last saw every run
+    assert [(row["seeds"], row["finished"]) for row in rows] == [("2", "2"), ("2", "2")]
+
+
+def test_a_sweep_skips_a_run_another_process_holds_and_a_later_one_trains_it(tmp_path):
+    from test_claims import Holder
+
+    name = "mlp_fake_batch_size=32_data.num_train=64_data.num_val=32_epochs=1_seed=0"
+    with Holder(tmp_path / "sw" / name) as holder:
+        result = sweep("model=lenet,mlp", *SMALL, "epochs=1", "hydra.sweep.dir=sw", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert f"skipping sw/{name}: running in {holder.where}" in result.stdout
+        assert "2 runs: 1 trained, 0 resumed, 0 skipped, 0 failed, 1 running elsewhere" in result.stdout
+        assert f"running: {name} in {holder.where}" in result.stdout  # under the leaderboard
+    # that process let go without training it (stopped before its first epoch): the next copy does
+    later = sweep("model=lenet,mlp", *SMALL, "epochs=1", "hydra.sweep.dir=sw", cwd=tmp_path)
+    assert later.returncode == 0, later.stderr
+    assert "2 runs: 1 trained, 0 resumed, 1 skipped, 0 failed\n" in later.stdout
+    assert metrics_of(tmp_path / "sw" / name)["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_a_run_whose_worker_was_killed_is_taken_over_and_ends_as_if_never_stopped(tmp_path, compose_config,
+                                                                                   capsys):
+    sweep_arguments = ["-m", *RANDOM, "seed=0,1", "hydra.sweep.dir=sweep"]
+    killed = inject("kill", "train-batch:7", *sweep_arguments, cwd=tmp_path)  # in epoch 2 of the first run
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    first = next(tmp_path.glob("sweep/*seed=0"))
+    gone = read_holder(first)
+    assert gone.host == HOST and not gone.is_live()
+    report.main([str(tmp_path / "sweep")])
+    stale = f"stale: {first.name} (epoch 1 of 2 done): claimed by {gone.where}, which is gone"
+    assert stale in capsys.readouterr().out
+
+    later = sweep(*sweep_arguments[1:], cwd=tmp_path)  # a worker started later
+    assert later.returncode == 0, later.stderr
+    name = first.relative_to(tmp_path)
+    assert f"taking over {name}: claimed by {gone.where}, which is gone (last heartbeat" in later.stdout
+    assert f"resuming from {first / 'last.pt'} after epoch 1\n" in later.stdout
+    assert "2 runs: 1 trained, 1 resumed, 0 skipped, 0 failed" in later.stdout
+    train(compose_config(*RANDOM, "seed=0"), tmp_path / "straight")
+    assert_same_run(first, tmp_path / "straight")
