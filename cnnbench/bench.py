@@ -178,11 +178,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="a few batches per epoch, one repeat: checks that it runs, not speed")
     parser.add_argument("--case", action="append", help="only cases whose name contains this")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     args = parser.parse_args()
     limit = ["data.train_limit=1024"] if args.quick else []
     repeats = 1 if args.quick else args.repeats
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else \
+        f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}"
+    print(f"torch {torch.__version__}, {args.device}: {where}")
     header = f"{'case':<28}{'(a) cnnbench':>14}{'(b) textbook':>14}{'(c) limit':>12}{'a/b':>7}{'c/a':>7}" \
              f"{'acc a':>8}{'acc b':>8}"
     print(header + "   (images/s, median of repeats; accuracy after one epoch)")
@@ -191,7 +193,7 @@ def main() -> None:
             continue
         with initialize_config_module(config_module="cnnbench.conf", version_base="1.3"):
             cfg = compose("config", overrides=[*overrides, f"data.root={args.data_root}",
-                                               "data.download=false", "device=cpu", *limit])
+                                               "data.download=false", f"device={args.device}", *limit])
         with tempfile.TemporaryDirectory() as scratch:
             dataset = torchvision_dataset(cfg, Path(scratch))
             if args.quick:
@@ -207,8 +209,8 @@ def main() -> None:
                     rates[kind].append(seen / seconds)
                     if kind in "ab":
                         val = build_run(cfg).data.val
-                        accuracy[kind] = evaluate(model, val, torch.device("cpu"), cfg.precision,
-                                                  cfg.channels_last)["acc"]
+                        device = next(model.parameters()).device
+                        accuracy[kind] = evaluate(model, val, device, cfg.precision, cfg.channels_last)["acc"]
         a, b, c = (statistics.median(rates[kind]) for kind in "abc")
         print(f"{name:<28}{a:>14,.0f}{b:>14,.0f}{c:>12,.0f}{a / b:>7.2f}{c / a:>7.2f}"
               f"{accuracy['a']:>8.4f}{accuracy['b']:>8.4f}", flush=True)

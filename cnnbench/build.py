@@ -13,7 +13,12 @@ from torch import nn
 from cnnbench import distributed
 from cnnbench.allocator import keep_freed_memory
 from cnnbench.data import Data, OneBatch, build_data
-from cnnbench.device import seed_everything, select_device
+from cnnbench.device import (
+    check_precision,
+    deterministic_algorithms,
+    seed_everything,
+    select_device,
+)
 from cnnbench.errors import CnnbenchError
 from cnnbench.untrusted import registered_model
 
@@ -72,11 +77,17 @@ def build_run(cfg: DictConfig) -> Run:
     if cfg.get("keep_freed_memory", True):  # before the data and the model allocate anything
         keep_freed_memory()
     device = distributed.start(select_device(cfg.device))
+    check_precision(device, cfg.precision)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
+    deterministic_algorithms(cfg.get("deterministic", False), device)
+    seed_everything(cfg.seed)  # every process alike: the same initial weights
+    if distributed.launched_by_torchrun() and cfg.data.get("loader") == "torch" \
+            and cfg.data.get("bad_images") == "skip":
+        # a batch of unreadable images only would leave this process a step short of the others
+        raise CnnbenchError("data.bad_images=skip with data.loader=torch cannot train under torchrun (a batch "
+                            "of unreadable files would leave one process a step short): use "
+                            "data.loader=memory, which leaves them out before the data is shared out")
     data = build_data(cfg.data, batch_size=cfg.batch_size, seed=cfg.seed, device=device,
                       num_workers=cfg.num_workers)
     model = build_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels,
@@ -91,6 +102,7 @@ def build_run(cfg: DictConfig) -> Run:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         device_ids = [device] if device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        seed_everything(cfg.seed, distributed.rank())  # now each process its own dropout and draws
     if cfg.overfit:
         # Debugging: learn one fixed batch (the first validation batch, so no augmentation) and
         # validate on it; a model and loop that work drive its loss to about zero.

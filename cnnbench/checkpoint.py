@@ -3,22 +3,24 @@ checkpoint holds, and restoring a run from one."""
 
 import io
 import json
+import logging
 import os
 import pickle
-import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from cnnbench import distributed
 from cnnbench.config import refuse_existing_run
-from cnnbench.device import unwrap
+from cnnbench.device import set_rng_state, unwrap
 from cnnbench.errors import CnnbenchError
 
 if TYPE_CHECKING:
     from cnnbench.build import Run
+
+log = logging.getLogger("cnnbench")
 
 # What every cnnbench checkpoint holds besides tensors; all of it plain data (see save below).
 REQUIRED_KEYS = ("model", "config", "classes", "epoch")
@@ -80,34 +82,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def rng_state() -> dict[str, Any]:
-    """Every random number generator a run draws from, as plain data for a checkpoint."""
-    numpy_state = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].copy()), *numpy_state[2:]],
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore the generators saved by rng_state()."""
-    random.setstate(state["python"])
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy(), *rest))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def checkpoint_state(run: "Run", cfg: DictConfig, state: dict[str, Any]) -> dict[str, Any]:
     """Everything that decides the rest of the run (weights, optimizer, scheduler, loss scaler,
-    every random generator, progress), and what is needed to use the model alone."""
+    progress with every process's random generators: state["rng"]), and what is needed to use
+    the model alone."""
     data = run.data
     return {"model": unwrap(run.model).state_dict(), "optimizer": run.optimizer.state_dict(),
             "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
-            "rng": rng_state(), "config": OmegaConf.to_container(cfg, resolve=True),
+            "config": OmegaConf.to_container(cfg, resolve=True),
             "classes": data.classes, "in_channels": data.in_channels,
             "image_size": list(data.image_size), **state}
 
@@ -151,9 +133,24 @@ def resume(path: Path, run: "Run", cfg: DictConfig) -> dict[str, Any]:
     except (RuntimeError, ValueError, KeyError) as error:
         raise CnnbenchError(f"{path} does not match this config's model or optimizer "
                             f"({str(error).splitlines()[0]}); resume with the run's own overrides") from None
-    set_rng_state(checkpoint["rng"])
+    restore_rng(checkpoint["rng"], path)
     keys = ("epoch", "best_val_acc", "best_epoch", "history", "wall_time_s")
     progress = {key: checkpoint[key] for key in keys}
     # absent from checkpoints of earlier cnnbench versions, which saved at epoch ends only
-    optional = {"step": 0, "epoch_sums": None, "skipped_batches": 0, "skipped_images": [], "per_class_acc": {}}
+    optional = {"step": 0, "epoch_sums": None, "skipped_batches": 0, "skipped_images": [],
+                "per_class_acc": {}}
     return {**progress, **{key: checkpoint.get(key, default) for key, default in optional.items()}}
+
+
+def restore_rng(saved: list[dict[str, Any]] | dict[str, Any], path: Path) -> None:
+    """Give this process the random generators it had when `path` was saved (one per process).
+    Saved by another number of processes: each keeps the seeds it was given, and the run goes on,
+    no longer bit for bit the run it would have been."""
+    saved = [saved] if isinstance(saved, dict) else saved  # earlier versions saved one process's
+    rank, world = distributed.rank(), distributed.world_size()
+    if len(saved) == world:
+        set_rng_state(saved[rank])
+    elif rank == 0:
+        log.warning("%s was saved by %d process(es), this run has %d: each process keeps its own seed, "
+                    "so the rest of the run is not bit for bit what it would have been", path, len(saved),
+                    world)

@@ -28,6 +28,15 @@ def _threads_per_job(jobs: int) -> int:
     return max(1, cores // int(jobs))
 
 
+def _device_for_job(job_number: int, jobs_per_gpu: int) -> str:
+    # Parallel jobs on a machine with GPUs: job n on GPU (n // jobs_per_gpu) mod the GPUs visible
+    # (CUDA_VISIBLE_DEVICES counts), so two jobs never share one unless asked; no GPU: auto.
+    import torch  # resolved in the job, which imports torch anyway
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return f"cuda:{(int(job_number) // int(jobs_per_gpu)) % gpus}" if gpus else "auto"
+
+
 # File systems allow 255 bytes in a name; a longer run name is cut, and a hash of the whole
 # name keeps it distinct from every other.
 MAX_NAME_LENGTH = 200
@@ -44,10 +53,12 @@ def run_folder(model: str, data: str, overrides: str, seed: Any) -> str:
 
 
 def register_resolvers() -> None:
-    """Make the resolvers the YAML files use available: steps, decay_steps, threads_per_job, run_folder."""
+    """Make the resolvers the YAML files use available: steps, decay_steps, threads_per_job,
+    device_for_job, run_folder."""
     OmegaConf.register_new_resolver("steps", _steps, replace=True)
     OmegaConf.register_new_resolver("decay_steps", _decay_steps, replace=True)
     OmegaConf.register_new_resolver("threads_per_job", _threads_per_job, replace=True)
+    OmegaConf.register_new_resolver("device_for_job", _device_for_job, replace=True)
     OmegaConf.register_new_resolver("run_folder", run_folder, replace=True)  # hydra.sweep.subdir
 
 
@@ -58,6 +69,7 @@ _RANGES = [
     ("seed", 0, math.inf, True, False, True),
     ("num_workers", 0, math.inf, True, False, True),
     ("threads", 1, math.inf, True, False, True),
+    ("jobs_per_gpu", 1, math.inf, True, False, True),
     ("log_every", 1, math.inf, True, False, True),
     ("limit_batches", 1, math.inf, True, False, True),
     ("early_stopping.patience", 0, math.inf, True, False, True),
@@ -112,9 +124,9 @@ _RANGES = [
 ]
 
 # keys that take true or false (a string 'yes' would be truthy and silently mean true)
-_BOOLEANS = ("channels_last", "compile", "sync_bn", "tta", "overfit", "keep_freed_memory",
-             "optimizer.nesterov", "optimizer.amsgrad", "data.download", "data.grayscale",
-             "data.permute_pixels", "data.augment.hflip", "data.cache", "model.batch_norm", "model.aux_logits")
+_BOOLEANS = ("channels_last", "compile", "sync_bn", "tta", "overfit", "keep_freed_memory", "deterministic",
+             "optimizer.nesterov", "optimizer.amsgrad", "data.download", "data.grayscale", "data.permute_pixels",
+             "data.augment.hflip", "data.cache", "model.batch_norm", "model.aux_logits")
 
 
 # key -> the values it may take

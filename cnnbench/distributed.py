@@ -7,6 +7,7 @@ GPUs, gloo on CPUs), trains on its own shard of the data, and rank 0 alone write
 
 import os
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -31,6 +32,33 @@ def start(device: torch.device) -> torch.device:
 def rank() -> int:
     """This process's number, 0 when not distributed."""
     return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    """How many processes train this run, 1 when not distributed."""
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def gather_objects(item: object) -> list[object]:
+    """`item` of every process (plain values, lists, dicts and CPU tensors), in rank order
+    ([item] when not distributed)."""
+    if not dist.is_initialized():
+        return [item]
+    items: list[object] = [None] * dist.get_world_size()
+    # as NumPy arrays: all_gather_object cannot unpickle tensors here (torch 2.14: "UntypedStorage
+    # has no attribute dtype")
+    dist.all_gather_object(items, _convert(item, torch.Tensor, lambda tensor: tensor.numpy()))
+    return [_convert(each, np.ndarray, torch.from_numpy) for each in items]
+
+
+def _convert(item: object, kind: type, change) -> object:
+    if isinstance(item, kind):
+        return change(item)
+    if isinstance(item, dict):
+        return {key: _convert(value, kind, change) for key, value in item.items()}
+    if isinstance(item, list | tuple):
+        return type(item)(_convert(value, kind, change) for value in item)
+    return item
 
 
 def is_main() -> bool:

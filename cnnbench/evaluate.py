@@ -7,6 +7,7 @@ accuracy, loss, per-class accuracy and confusion matrix, and writes them to eval
 checkpoint (or to out=PATH).
 """
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from omegaconf import OmegaConf
 from cnnbench.checkpoint import write_json
 from cnnbench.config import check_config
 from cnnbench.data import build_data
-from cnnbench.device import select_device
+from cnnbench.device import available, select_device
 from cnnbench.errors import CnnbenchError, quiet_on_closed_pipe
 from cnnbench.use import (
     apply_overrides,
@@ -37,7 +38,7 @@ def evaluate_checkpoint(ckpt: str | Path, overrides: Sequence[str] = ()) -> dict
     checkpoint = open_checkpoint(ckpt)
     cfg = apply_overrides(checkpoint["config"], list(overrides))
     check_config(cfg)
-    device = select_device(cfg.device)
+    device = select_device(stored_device(cfg.device, overrides))
     model = rebuild_model(checkpoint, ckpt, cfg.model, device, cfg.channels_last)
     data = build_data(cfg.data, batch_size=cfg.batch_size, seed=cfg.seed, device=device,
                       num_workers=cfg.num_workers)
@@ -58,6 +59,21 @@ def evaluate_checkpoint(ckpt: str | Path, overrides: Sequence[str] = ()) -> dict
             "data": OmegaConf.to_container(cfg.data, resolve=True), "images": int(confusion.sum()),
             "accuracy": metrics["acc"], "loss": metrics["loss"], "recorded_val_acc": recorded,
             "per_class": per_class, "classes": data.classes, "confusion_matrix": confusion.tolist()}
+
+
+def stored_device(name: str, overrides: Sequence[str]) -> str:
+    """The device the checkpoint's run chose, or `auto` when this machine lacks it (a checkpoint
+    from a bigger machine: cuda:1 on a laptop), said in a note. A device= given here is used as is."""
+    if any(override.partition("=")[0].lstrip("+") == "device" for override in overrides) or name == "auto":
+        return name
+    try:
+        present = available(torch.device(name))
+    except RuntimeError:
+        present = False
+    if not present:
+        print(f"{TOOL}: note: the run trained on device={name}, which this machine does not have; "
+              "using device=auto (give device=... to choose)", file=sys.stderr)
+    return name if present else "auto"
 
 
 def describe(classes: list[str], in_channels: int, image_size: Sequence[int]) -> str:

@@ -49,9 +49,13 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     check_config(cfg)
     # Imported only now: torch and torchvision take seconds to load, and a bad value or
     # --help should answer at once.
+    from cnnbench import distributed
     from cnnbench.train import train
 
-    return train(cfg, run_dir)
+    try:
+        return train(cfg, run_dir)
+    finally:  # under torchrun, a failed run leaves the process group too (NCCL would hold the GPU)
+        distributed.stop()
 
 
 def resume_arguments(arguments: list[str]) -> list[str]:

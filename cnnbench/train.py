@@ -26,7 +26,7 @@ from cnnbench.checkpoint import (
 )
 from cnnbench.config import check_config
 from cnnbench.data import Data
-from cnnbench.device import autocast, memory_format
+from cnnbench.device import autocast, memory_format, rng_state, synchronize, to_device
 from cnnbench.errors import Interrupted
 from cnnbench.faults import LossWatch, StopSignals
 from cnnbench.metrics import hparams, minor_page_faults, model_name, summarise
@@ -82,7 +82,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             evaluation_start = time.perf_counter()
             val = None if trained is None else evaluate(
                 model, data.val, device, cfg.precision, cfg.channels_last, cfg.limit_batches, cfg.tta,
-                stop=lambda step: signals.stop_now(step, cfg.log_every, device))
+                stop=lambda step: signals.stop_now(step, cfg.log_every, device), num_classes=data.num_classes)
             if val is None:  # a signal came: last.pt holds where training got to
                 save_last()
                 raise Interrupted(signals.received.name, signals.received, stopped_at(state, epoch, cfg),
@@ -90,10 +90,15 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             train_loss, train_acc, seen, train_time = trained
             confusion = val["confusion"]
             epoch_time = train_time + time.perf_counter() - evaluation_start
+            # the run's first step (compiling, kernel tuning) is reported apart from the speed
+            warmup_s, warmup_images = state.pop("warmup", None) or (0.0, 0)
+            steady = seen > warmup_images and train_time > warmup_s
             record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
                       "val_loss": val["loss"], "val_acc": val["acc"],
                       "lr": run.optimizer.param_groups[0]["lr"], "train_images": seen,
-                      "images_per_sec": seen / train_time, "epoch_time_s": epoch_time,
+                      "images_per_sec": (seen - warmup_images) / (train_time - warmup_s) if steady
+                      else seen / train_time,
+                      "epoch_time_s": epoch_time, "warmup_s": warmup_s,
                       "page_faults": minor_page_faults() - faults}
             state["history"].append(record)
             state.update(epoch=epoch + 1, step=0, epoch_sums=None)
@@ -115,7 +120,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     metrics = summarise(cfg, state, parameters, device, finished=True)
     if not confusion and state["history"]:  # resumed a finished run: evaluate once for the pictures
         val = evaluate(model, data.val, device, cfg.precision, cfg.channels_last, cfg.limit_batches,
-                       cfg.tta)
+                       cfg.tta, num_classes=data.num_classes)
         confusion = val["confusion"]
     if main:
         write_json(metrics, run_dir / "metrics.json")
@@ -138,7 +143,7 @@ def new_state() -> dict[str, Any]:
     `epoch` epochs are done, and `step` optimizer steps of the next one, whose loss and accuracy
     sums so far are `epoch_sums`: a run stopped mid-epoch resumes there.
     """
-    return {"epoch": 0, "step": 0, "epoch_sums": None, "best_val_acc": -1.0, "best_epoch": 0,
+    return {"epoch": 0, "step": 0, "epoch_sums": None, "rng": None, "best_val_acc": -1.0, "best_epoch": 0,
             "history": [], "wall_time_s": 0.0, "skipped_batches": 0, "skipped_images": []}
 
 
@@ -167,6 +172,7 @@ def train_epoch(run: Run, cfg: DictConfig, epoch: int, state: dict[str, Any],
         seen, seconds = sums["seen"][rank], sums["seconds"]
     clock = time.perf_counter() - seconds
     watch = LossWatch(cfg.on_nan, epoch, device)
+    first_of_run = epoch == 0 and start == 0  # its first step builds kernels: timed on its own
 
     def keep_progress(step: int) -> None:
         # every process's sums, in rank order: rank 0 saves them for all
@@ -176,15 +182,18 @@ def train_epoch(run: Run, cfg: DictConfig, epoch: int, state: dict[str, Any],
         state["epoch_sums"] = {"loss": per_process[:, 0], "correct": per_process[:, 1].long(),
                                "seen": per_process[:, 2].long().tolist(),
                                "seconds": time.perf_counter() - clock}
+        # every process's random generators, for an exact resume on each (nothing random is drawn
+        # between here and the checkpoint that saves them)
+        state["rng"] = distributed.gather_objects(rng_state())
 
     every = cfg.checkpoint.every_n_steps
     bar = tqdm(run.data.train, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=cfg.steps_per_epoch,
-               initial=start, leave=False, disable=None)
+               initial=start, leave=False, disable=None if distributed.is_main() else True)
     for step, (images, labels) in enumerate(bar, start=start):
         if step >= cfg.steps_per_epoch:  # limit_batches
             break
-        images = images.to(device, non_blocking=True, memory_format=layout)
-        labels = labels.to(device, non_blocking=True)
+        images = to_device(images, device, memory_format=layout)
+        labels = to_device(labels, device)
         with autocast(device, cfg.precision):
             outputs = model(images)
             loss, logits = classification_loss(outputs, labels, run.criterion, cfg.aux_loss_weight)
@@ -202,6 +211,9 @@ def train_epoch(run: Run, cfg: DictConfig, epoch: int, state: dict[str, Any],
         loss_sum += loss.detach().float() * len(labels)
         correct += (logits.argmax(1) == labels).sum()
         seen += len(labels)
+        if first_of_run and step == start:  # torch.compile compiles, cuDNN tries its kernels
+            synchronize(device)
+            state["warmup"] = [time.perf_counter() - clock, len(labels) * distributed.world_size()]
         if step % cfg.log_every == 0:
             watch.check()  # the bar reads the device now anyway
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")

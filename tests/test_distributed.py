@@ -29,3 +29,83 @@ def test_two_process_gloo_run_shares_one_folder_and_one_result(tmp_path, idx_roo
     history = metrics["history"]
     assert [record["train_images"] for record in history] == [2 * 9 * 32] * 2
     assert metrics["status"] == "finished" and metrics["best_val_acc"] > 0.3
+
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+TINY = ["data=fake", "data.num_train=256", "batch_size=64", "epochs=1", "device=cpu", "model=lenet"]
+
+
+def torchrun(*arguments: str, cwd, module: str = "cnnbench") -> subprocess.CompletedProcess:
+    return subprocess.run([*TORCHRUN, "-m", module, *arguments], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.mark.parametrize("num_val", [129, 1])
+def test_uneven_and_empty_validation_shards_count_every_image_once(tmp_path, num_val):
+    # 129 images: rank 0 gets 65 (two batches), rank 1 64 (one), and they compare notes every step
+    # (log_every=1); 1 image: rank 1's shard is empty. Gloo aborted on both; NCCL would hang.
+    result = torchrun(*TINY, f"data.num_val={num_val}", "log_every=1", "hydra.run.dir=run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    reported = dict(re.findall(r"rank (\d): best val acc ([0-9.]+)", result.stdout))
+    assert float(reported["0"]) == float(reported["1"]) == pytest.approx(metrics["best_val_acc"], abs=1e-6)
+    # one process scoring the same weights on all the images, each once, finds the same accuracy
+    from cnnbench.evaluate import evaluate_checkpoint
+
+    single = evaluate_checkpoint(tmp_path / "run" / "best.pt", ["device=cpu"])
+    assert single["images"] == num_val and single["accuracy"] == pytest.approx(metrics["best_val_acc"])
+
+
+SCRIPT = """
+import sys, torch
+from hydra import compose, initialize_config_module
+import cnnbench
+from cnnbench import distributed
+from cnnbench.build import build_run
+with initialize_config_module(config_module="cnnbench.conf", version_base="1.3"):
+    cfg = compose("config", overrides=sys.argv[1:])
+run = build_run(cfg)
+weights = next(iter(run.model.parameters())).detach().flatten()[:3].tolist()
+print(f"rank {distributed.rank()} weights {weights} draws {torch.rand(3).tolist()}", flush=True)
+distributed.stop()
+"""
+
+
+def test_every_process_draws_its_own_random_numbers_reproducibly(tmp_path):
+    (tmp_path / "draw.py").write_text(SCRIPT)
+    command = [*TORCHRUN, str(tmp_path / "draw.py"), *TINY]
+    outputs = [subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600) for _ in range(2)]
+    assert all(result.returncode == 0 for result in outputs), outputs[0].stderr[-3000:]
+    runs = [dict(re.findall(r"rank (\d) (weights .*)", result.stdout)) for result in outputs]
+    first, second = runs
+    assert first == second  # reproducible for the seed
+    weights = {rank: line.split(" draws ")[0] for rank, line in first.items()}
+    draws = {rank: line.split(" draws ")[1] for rank, line in first.items()}
+    assert weights["0"] == weights["1"]  # the same initial model on every process
+    assert draws["0"] != draws["1"]  # but each its own dropout masks and random draws
+
+
+def test_a_run_resumed_on_another_number_of_processes_goes_on_with_a_note(tmp_path):
+    two = torchrun(*TINY, "data.num_val=64", "model=mlp", "model.dropout=0.3", "hydra.run.dir=run", cwd=tmp_path)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, "-m", "cnnbench", f"resume={tmp_path / 'run'}", "epochs=2"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0 and "Traceback" not in one.stderr, one.stderr[-3000:]
+    assert "was saved by 2 process(es), this run has 1" in one.stdout + one.stderr
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs_done"] == 2
+
+
+def test_unreadable_images_skipped_under_torchrun(tmp_path):
+    from conftest import write_image_folder
+
+    root = write_image_folder(tmp_path / "pets", per_class=12)
+    (root / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    common = ["data=imagefolder", f"data.root={root}", "data.image_size=16", "data.bad_images=skip",
+              "batch_size=4", "epochs=1", "device=cpu", "model=lenet", "num_workers=0"]
+    result = torchrun(*common, "hydra.run.dir=run", cwd=tmp_path)  # the cache leaves it out first
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["skipped_images"] == [
+        str(root / "cat" / "broken.png")]
+    refused = torchrun(*common, "data.loader=torch", "hydra.run.dir=run2", cwd=tmp_path)
+    assert refused.returncode != 0 and "data.bad_images=skip with data.loader=torch cannot train under " \
+        "torchrun" in refused.stderr

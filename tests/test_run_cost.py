@@ -15,7 +15,7 @@ from cnnbench.train import train
 from conftest import write_idx_dataset
 from test_configs import run_cli
 
-TIMING = ("images_per_sec", "epoch_time_s", "page_faults")  # measures of the machine, not the run
+TIMING = ("images_per_sec", "epoch_time_s", "warmup_s", "page_faults")  # measures of the machine, not the run
 
 
 def comparable(metrics: dict) -> list[dict]:

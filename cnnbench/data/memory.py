@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnbench.data.augment import Augment
+from cnnbench.device import to_device
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -88,8 +89,7 @@ class MemoryLoader:
         if self.rows is not None:
             index = self.rows.index_select(0, index.to(self.rows.device))
         # index_select, not images[index]: 30x faster for a batch of rows on a 2-core CPU
-        images = self.images.index_select(0, index.to(self.images.device))
-        return images.to(self.device, non_blocking=images.is_pinned())
+        return to_device(self.images.index_select(0, index.to(self.images.device)), self.device)
 
 
 class OneBatch:
