@@ -7,6 +7,7 @@ card, about 340 px wide (seen in Chromium at 1400x1000, Images and Time Series t
 pictures it gets are drawn about that wide, so their text is not shrunk there.
 """
 
+import colorsys
 import math
 from collections.abc import Sequence
 
@@ -128,16 +129,49 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     return [first + i * step for i in range(int(math.ceil((high - first) / step)) + 1)]
 
 
+Colour = tuple[int, int, int]
+# One colour per configuration of a sweep: the ten plots usually use (tab10), then more, evenly spread.
+PALETTE = [BLUE, ORANGE, (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194),
+           (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+
+
+def palette(count: int) -> list[Colour]:
+    """`count` distinct colours: PALETTE's, then hues between them."""
+    extra = [tuple(round(255 * c) for c in colorsys.hsv_to_rgb((i * 0.618034) % 1, 0.8, 0.75))
+             for i in range(max(0, count - len(PALETTE)))]
+    return (PALETTE + [c for c in extra if c not in PALETTE])[:count] if count else []
+
+
+def _y_axis(draw: ImageDraw.ImageDraw, ticks: list[float], to_y, left: int, right: int,
+            typeface: ImageFont.ImageFont) -> None:
+    # grid lines across the plot, each labelled with as many decimals as the step between them needs
+    decimals = max(0, -math.floor(math.log10(ticks[1] - ticks[0]))) if len(ticks) > 1 else 2
+    for tick in ticks:
+        y = to_y(tick)
+        draw.line((left, y, right, y), fill=LIGHT)
+        draw.text((left - 6, y), f"{tick:.{decimals}f}", anchor="rm", font=typeface, fill=GREY)
+
+
 def line_panel(size: tuple[int, int], title: str, x: Sequence[float],
-               series: Sequence[tuple[str, Sequence[float], tuple[int, int, int]]]) -> Image.Image:
-    """One line plot: axes with round ticks, a line with a dot per point for each series, a legend."""
+               series: Sequence[tuple[str, Sequence[float], tuple[int, int, int]]],
+               bands: Sequence[tuple[Sequence[float | None], Sequence[float | None]] | None] | None = None,
+               legend: bool = True, x_range: tuple[float, float] | None = None) -> Image.Image:
+    """One line plot: axes with round ticks, a line with a dot per point for each series, a legend.
+
+    `bands`, one per series (or None): (low, high) values shaded between in the series' colour (an
+    error bar where a point has no neighbour); `legend=False` leaves the legend to the caller (a
+    sweep's names do not fit in one row); `x_range` widens the epoch axis (one epoch alone).
+    """
     width, height = size
     typeface = font()
     panel = Image.new("RGB", size, WHITE)
     draw = ImageDraw.Draw(panel)
     values = [v for _, ys, _ in series for v in ys if v is not None and math.isfinite(v)]
+    values += [v for band in bands or () if band for edge in band for v in edge
+               if v is not None and math.isfinite(v)]
     y_ticks = nice_ticks(min(values, default=0.0), max(values, default=1.0))
-    x_ticks = [t for t in nice_ticks(min(x, default=1), max(x, default=1)) if float(t).is_integer()] or [1]
+    x_span = x_range or (min(x, default=1), max(x, default=1))
+    x_ticks = [t for t in nice_ticks(*x_span) if float(t).is_integer()] or [1]
     left, right, top, bottom = 64, width - 14, 30, height - 44
     x_low, x_high = x_ticks[0], max(x_ticks[-1], x_ticks[0] + 1)
     y_low, y_high = y_ticks[0], y_ticks[-1]
@@ -146,11 +180,10 @@ def line_panel(size: tuple[int, int], title: str, x: Sequence[float],
         return (left + (xv - x_low) / (x_high - x_low) * (right - left),
                 bottom - (yv - y_low) / (y_high - y_low) * (bottom - top))
 
-    decimals = max(0, -math.floor(math.log10(y_ticks[1] - y_ticks[0]))) if len(y_ticks) > 1 else 2
-    for tick in y_ticks:
-        y = at(x_low, tick)[1]
-        draw.line((left, y, right, y), fill=LIGHT)
-        draw.text((left - 6, y), f"{tick:.{decimals}f}", anchor="rm", font=typeface, fill=GREY)
+    _y_axis(draw, y_ticks, lambda tick: at(x_low, tick)[1], left, right, typeface)
+    if bands:
+        panel = _draw_bands(panel, x, series, bands, at)
+        draw = ImageDraw.Draw(panel)
     for tick in x_ticks:
         x_pixel = at(tick, y_low)[0]
         draw.line((x_pixel, bottom, x_pixel, bottom + 4), fill=GREY)
@@ -165,11 +198,159 @@ def line_panel(size: tuple[int, int], title: str, x: Sequence[float],
             draw.line(points, fill=colour, width=2)
         for px, py in points:
             draw.ellipse((px - 3, py - 3, px + 3, py + 3), fill=colour)
+        if not legend:
+            continue
         draw.text((legend_right, 14), name, anchor="rm", font=typeface, fill=BLACK)
         legend_right -= text_width(name, typeface) + 6
         draw.line((legend_right - 20, 14, legend_right, 14), fill=colour, width=3)
         legend_right -= 34
     return panel
+
+
+def _draw_bands(panel: Image.Image, x: Sequence[float], series, bands, at) -> Image.Image:
+    """Each series' band, translucent so that those behind show through; a bar where a point is alone."""
+    layer = Image.new("RGBA", panel.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    for (_, _, colour), band in zip(series, bands, strict=True):
+        if not band:
+            continue
+        low, high = band
+        stretches: list[list[tuple[int, float, float, float]]] = [[]]  # neighbouring points: one band each
+        for index, (xv, lo, hi) in enumerate(zip(x, low, high, strict=True)):
+            if lo is None or hi is None:
+                continue
+            if stretches[-1] and stretches[-1][-1][0] != index - 1:
+                stretches.append([])
+            stretches[-1].append((index, xv, lo, hi))
+        for stretch in stretches:
+            if len(stretch) > 1:
+                outline = ([at(xv, hi) for _, xv, _, hi in stretch]
+                           + [at(xv, lo) for _, xv, lo, _ in reversed(stretch)])
+                draw.polygon(outline, fill=(*colour, 56))
+            elif stretch:
+                (_, xv, lo, hi), = stretch
+                (px, top), (_, bottom) = at(xv, hi), at(xv, lo)
+                for y in (top, bottom):
+                    draw.line((px - 6, y, px + 6, y), fill=(*colour, 255), width=2)
+                draw.line((px, top, px, bottom), fill=(*colour, 255), width=2)
+    return Image.alpha_composite(panel.convert("RGBA"), layer).convert("RGB")
+
+
+def log_ticks(low: float, high: float) -> list[float]:
+    """Round numbers covering [low, high] on a log scale: powers of ten, and 2 and 5 times them
+    when the range spans two decades or less."""
+    low_power, high_power = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    multiples = (1,) if high_power - low_power > 2 else (1, 2, 5)
+    ticks = [m * 10.0**power for power in range(low_power, high_power + 1) for m in multiples]
+    first = max(t for t in ticks if t <= low)
+    last = min((t for t in ticks if t >= high), default=ticks[-1])
+    if first == last:
+        last = next(t for t in ticks if t > first)
+    return [t for t in ticks if first <= t <= last]
+
+
+def short_number(value: float) -> str:
+    """1500 -> 1.5k, 2e6 -> 2M: axis labels that fit."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:g}{unit}"
+    return f"{value:g}"
+
+
+def scatter_panel(size: tuple[int, int], title: str, x_label: str,
+                  points: Sequence[tuple[float, float, float | None, Colour]], front: Sequence[int] = ()
+                  ) -> Image.Image:
+    """Points (x on a log scale, y, ± error or None, colour), each with its error bar; the points
+    `front` names joined by a line in the order of x, each ringed (a Pareto front)."""
+    width, height = size
+    typeface = font()
+    panel = Image.new("RGB", size, WHITE)
+    draw = ImageDraw.Draw(panel)
+    left, right, top, bottom = 64, width - 14, 30, height - 44
+    draw.text((left, 6), title, anchor="lt", font=typeface, fill=BLACK)
+    draw.text(((left + right) / 2, height - 4), x_label, anchor="mb", font=typeface, fill=GREY)
+    usable = [p for p in points if p[0] > 0 and math.isfinite(p[1])]
+    if not usable:
+        draw.rectangle((left, top, right, bottom), outline=GREY)
+        draw.text(((left + right) / 2, (top + bottom) / 2), "not measured", anchor="mm", font=typeface,
+                  fill=GREY)
+        return panel
+    ys = [y + sign * (err or 0) for _, y, err, _ in usable for sign in (-1, 1)]
+    y_ticks = nice_ticks(min(ys), max(ys))
+    x_ticks = log_ticks(min(p[0] for p in usable), max(p[0] for p in usable))
+    # a little room on both sides, so that no point sits on the frame
+    x_low, x_high = math.log10(x_ticks[0]) - 0.05, math.log10(x_ticks[-1]) + 0.05
+
+    def at(xv: float, yv: float) -> tuple[float, float]:
+        return (left + (math.log10(xv) - x_low) / (x_high - x_low) * (right - left),
+                bottom - (yv - y_ticks[0]) / (y_ticks[-1] - y_ticks[0]) * (bottom - top))
+
+    _y_axis(draw, y_ticks, lambda tick: at(x_ticks[0], tick)[1], left, right, typeface)
+    for tick in x_ticks:
+        x_pixel = at(tick, y_ticks[0])[0]
+        draw.line((x_pixel, bottom, x_pixel, bottom + 4), fill=GREY)
+        draw.text((x_pixel, bottom + 6), short_number(tick), anchor="mt", font=typeface, fill=GREY)
+    draw.rectangle((left, top, right, bottom), outline=GREY)
+    on_front = sorted((points[i] for i in front if points[i] in usable), key=lambda p: p[0])
+    if len(on_front) > 1:
+        draw.line([at(p[0], p[1]) for p in on_front], fill=BLACK, width=2)
+    for xv, yv, err, colour in usable:
+        px, py = at(xv, yv)
+        if err:
+            (_, high), (_, low) = at(xv, yv + err), at(xv, yv - err)
+            draw.line((px, high, px, low), fill=colour, width=2)
+            for y in (high, low):
+                draw.line((px - 5, y, px + 5, y), fill=colour, width=2)
+        draw.ellipse((px - 6, py - 6, px + 6, py + 6), fill=colour)
+    for xv, yv, _, _ in on_front:
+        px, py = at(xv, yv)
+        draw.ellipse((px - 10, py - 10, px + 10, py + 10), outline=BLACK, width=2)
+    return panel
+
+
+def wrap_text(text: str, width: int, typeface: ImageFont.ImageFont) -> list[str]:
+    """`text` in lines no wider than `width` pixels, broken between words."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and text_width(f"{lines[-1]} {word}", typeface) <= width:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(fit_text(word, width, typeface))
+    return lines
+
+
+def legend_image(width: int, entries: Sequence[tuple[str, Colour]]) -> Image.Image:
+    """A legend as wide as `width`: a line and dot in each entry's colour, then its name, entries
+    flowing in rows."""
+    typeface, row_height = font(), FONT_SIZE + 12
+    placed, x, y = [], 10, 0
+    for name, colour in entries:
+        name = fit_text(name, width - 60, typeface)
+        size = 34 + text_width(name, typeface) + 24
+        if x > 10 and x + size > width:
+            x, y = 10, y + row_height
+        placed.append((x, y, name, colour))
+        x += size
+    image = Image.new("RGB", (width, y + row_height + 6), WHITE)
+    draw = ImageDraw.Draw(image)
+    for x, y, name, colour in placed:
+        middle = y + row_height // 2 + 3
+        draw.line((x, middle, x + 26, middle), fill=colour, width=3)
+        draw.ellipse((x + 9, middle - 4, x + 17, middle + 4), fill=colour)
+        draw.text((x + 34, middle), name, anchor="lm", font=typeface, fill=BLACK)
+    return image
+
+
+def stack(images: Sequence[Image.Image], across: bool = False) -> Image.Image:
+    """`images` one above another (or side by side, `across`), on white."""
+    width = sum(i.width for i in images) if across else max(i.width for i in images)
+    height = max(i.height for i in images) if across else sum(i.height for i in images)
+    canvas = Image.new("RGB", (width, height), WHITE)
+    offset = 0
+    for image in images:
+        canvas.paste(image, (offset, 0) if across else (0, offset))
+        offset += image.width if across else image.height
+    return canvas
 
 
 def curves_image(history: Sequence[dict]) -> Image.Image:

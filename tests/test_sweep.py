@@ -270,6 +270,22 @@ def test_overrides_every_row_shares_are_said_once_and_each_row_lists_its_folders
         assert row["folders"].split() == [f"{row['model']}_fake_{names}_seed={seed}" for seed in (0, 1)]
 
 
+def test_a_sweep_ends_with_its_statistics_and_pictures_beside_the_leaderboard(two_by_two):
+    cwd, result = two_by_two
+    folder = cwd / SWEEP_DIR
+    assert "95% CI" in result.stdout and "vs best" in result.stdout  # 2 seeds a row: computed
+    assert "≈: indistinguishable from it (p ≥ 0.05)" in result.stdout
+    rows = read_leaderboard(folder)
+    assert sorted(row["comparison"] for row in rows)[-1] == "reference"
+    for row in rows:
+        assert float(row["best_val_acc_ci_low"]) <= float(row["best_val_acc_mean"]) <= float(
+            row["best_val_acc_ci_high"])
+    markdown = (folder / "leaderboard.md").read_text()
+    for name in ("leaderboard_curves.png", "leaderboard_cost.png"):
+        assert (folder / name).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+        assert f"]({name})" in markdown
+
+
 def test_a_model_typed_or_left_to_the_default_is_one_configuration(two_by_two, tmp_path):
     folder = tmp_path / "runs"
     shutil.copytree(two_by_two[0] / SWEEP_DIR, folder)
