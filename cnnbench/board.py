@@ -41,6 +41,9 @@ class Board:
         step = record["epoch"]
         for key in SCALARS:
             self.writer.add_scalar(key.replace("_", "/", 1), record[key], step)
+        if record.get("val_acc_ema") is not None:  # the averaged weights (ema.decay > 0)
+            self.writer.add_scalar("val_ema/loss", record["val_loss_ema"], step)
+            self.writer.add_scalar("val_ema/acc", record["val_acc_ema"], step)
         self.writer.add_scalar("lr", record["lr"], step)
         self.writer.add_scalar("perf/images_per_sec", record["images_per_sec"], step)
         self.writer.add_scalar("perf/epoch_time_s", record["epoch_time_s"], step)

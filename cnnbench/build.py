@@ -19,6 +19,7 @@ from cnnbench.device import (
     seed_everything,
     select_device,
 )
+from cnnbench.ema import WeightAverage
 from cnnbench.errors import CnnbenchError
 from cnnbench.untrusted import registered_model
 
@@ -70,6 +71,7 @@ class Run:
     scaler: torch.amp.GradScaler
     criterion: nn.Module
     device: torch.device
+    ema: WeightAverage | None = None  # the averaged weights (ema.decay > 0)
 
 
 def build_run(cfg: DictConfig) -> Run:
@@ -85,8 +87,8 @@ def build_run(cfg: DictConfig) -> Run:
     if distributed.launched_by_torchrun() and cfg.data.get("loader") == "torch" \
             and cfg.data.get("bad_images") == "skip":
         # a batch of unreadable images only would leave this process a step short of the others
-        raise CnnbenchError("data.bad_images=skip with data.loader=torch cannot train under torchrun (a batch "
-                            "of unreadable files would leave one process a step short): use "
+        raise CnnbenchError("data.bad_images=skip with data.loader=torch cannot train under torchrun "
+                            "(a batch of unreadable files would leave one process a step short): use "
                             "data.loader=memory, which leaves them out before the data is shared out")
     data = build_data(cfg.data, batch_size=cfg.batch_size, seed=cfg.seed, device=device,
                       num_workers=cfg.num_workers)
@@ -115,4 +117,7 @@ def build_run(cfg: DictConfig) -> Run:
     # fp16 needs loss scaling against underflowing gradients; bf16 has fp32's range and does not.
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    return Run(data, model, optimizer, scheduler, scaler, criterion, device)
+    ema_cfg = cfg.get("ema") or {}  # .get: configs saved before the key existed
+    ema = WeightAverage(model, ema_cfg["decay"], ema_cfg.get("warmup", False)) if ema_cfg.get("decay") \
+        else None
+    return Run(data, model, optimizer, scheduler, scaler, criterion, device, ema)

@@ -89,6 +89,7 @@ def checkpoint_state(run: "Run", cfg: DictConfig, state: dict[str, Any]) -> dict
     data = run.data
     return {"model": unwrap(run.model).state_dict(), "optimizer": run.optimizer.state_dict(),
             "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
+            "ema": run.ema.state_dict() if run.ema else None,
             "config": OmegaConf.to_container(cfg, resolve=True),
             "classes": data.classes, "in_channels": data.in_channels,
             "image_size": list(data.image_size), **state}
@@ -130,6 +131,10 @@ def resume(path: Path, run: "Run", cfg: DictConfig) -> dict[str, Any]:
         run.optimizer.load_state_dict(checkpoint["optimizer"])
         run.scheduler.load_state_dict(checkpoint["scheduler"])
         run.scaler.load_state_dict(checkpoint["scaler"])
+        if run.ema and checkpoint.get("ema"):
+            run.ema.load_state_dict(checkpoint["ema"])
+        elif run.ema:  # ema.decay set only now: the average starts from the resumed weights
+            run.ema.model.load_state_dict(unwrap(run.model).state_dict())
     except (RuntimeError, ValueError, KeyError) as error:
         raise CnnbenchError(f"{path} does not match this config's model or optimizer "
                             f"({str(error).splitlines()[0]}); resume with the run's own overrides") from None
@@ -138,7 +143,7 @@ def resume(path: Path, run: "Run", cfg: DictConfig) -> dict[str, Any]:
     progress = {key: checkpoint[key] for key in keys}
     # absent from checkpoints of earlier cnnbench versions, which saved at epoch ends only
     optional = {"step": 0, "epoch_sums": None, "skipped_batches": 0, "skipped_images": [],
-                "per_class_acc": {}}
+                "per_class_acc": {}, "best_val_acc_ema": None}
     return {**progress, **{key: checkpoint.get(key, default) for key, default in optional.items()}}
 
 

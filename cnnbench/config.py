@@ -121,12 +121,14 @@ _RANGES = [
     ("model.growth_rate", 1, math.inf, True, False, True),
     ("model.block_config", 1, math.inf, True, False, True),
     ("aux_loss_weight", 0, math.inf, True, False, False),
+    ("ema.decay", 0, 1, True, False, False),
+    ("data.accuracy_targets", 0, 1, False, True, False),
 ]
 
 # keys that take true or false (a string 'yes' would be truthy and silently mean true)
 _BOOLEANS = ("channels_last", "compile", "sync_bn", "tta", "overfit", "keep_freed_memory", "deterministic",
              "optimizer.nesterov", "optimizer.amsgrad", "data.download", "data.grayscale", "data.permute_pixels",
-             "data.augment.hflip", "data.cache", "model.batch_norm", "model.aux_logits")
+             "data.augment.hflip", "data.cache", "model.batch_norm", "model.aux_logits", "ema.warmup")
 
 
 # key -> the values it may take
@@ -135,6 +137,7 @@ _CHOICES = {
     "data.loader": ("memory", "torch"),
     "data.bad_images": ("error", "skip"),
     "on_nan": ("stop", "skip_batch"),
+    "ema.best_by": ("live", "ema"),
     "scheduler.anneal_strategy": ("cos", "linear"),
     "model.stem": ("auto", "imagenet", "cifar"),
     "model.norm": ("torch", "scratch"),
@@ -174,7 +177,8 @@ def _missing_keys(cfg: DictConfig, prefix: str = ""):
 
 # Keys that hold other keys (`early_stopping=3` would replace the group with a number), and one
 # key inside each, for the message.
-_SECTIONS = {"early_stopping": "patience", "checkpoint": "every_n_steps", "data.augment": "hflip"}
+_SECTIONS = {"early_stopping": "patience", "checkpoint": "every_n_steps", "data.augment": "hflip",
+             "ema": "decay"}
 
 
 def _literal(cfg: DictConfig, key: str) -> Any:

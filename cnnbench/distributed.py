@@ -85,6 +85,12 @@ def gather_across(tensor: torch.Tensor) -> torch.Tensor:
     return torch.stack(parts)
 
 
+def broadcast(tensor: torch.Tensor) -> None:
+    """Give every process rank 0's values of `tensor`, in place (nothing when not distributed)."""
+    if dist.is_initialized():
+        dist.broadcast(tensor, src=0)
+
+
 def _all_reduce(tensor: torch.Tensor, op: dist.ReduceOp) -> torch.Tensor:
     if dist.is_initialized():
         tensor = tensor.clone()

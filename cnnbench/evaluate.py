@@ -1,4 +1,5 @@
-"""`cnnbench-eval ckpt=PATH [out=PATH] [key=value ...]`: score a checkpoint on its validation data.
+"""`cnnbench-eval ckpt=PATH [out=PATH] [weights=auto|ema|live] [key=value ...]`: score a checkpoint
+on its validation data (weights=auto: the averaged weights when the run kept an average, ema.decay > 0).
 
 The model and the data are rebuilt from the config stored in the checkpoint; any other key=value
 changes that config (data.root=/elsewhere, batch_size=512, device=cpu; +key=value adds a key).
@@ -23,6 +24,7 @@ from cnnbench.errors import CnnbenchError, quiet_on_closed_pipe
 from cnnbench.use import (
     apply_overrides,
     check_output,
+    chosen_weights,
     open_checkpoint,
     parse_arguments,
     rebuild_model,
@@ -33,13 +35,15 @@ from cnnbench.validation import evaluate
 TOOL = "cnnbench-eval"
 
 
-def evaluate_checkpoint(ckpt: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+def evaluate_checkpoint(ckpt: str | Path, overrides: Sequence[str] = (), weights: str = "auto"
+                        ) -> dict[str, Any]:
     """Accuracy, loss, per-class accuracy and confusion matrix of a checkpoint on its validation data."""
     checkpoint = open_checkpoint(ckpt)
     cfg = apply_overrides(checkpoint["config"], list(overrides))
     check_config(cfg)
     device = select_device(stored_device(cfg.device, overrides))
-    model = rebuild_model(checkpoint, ckpt, cfg.model, device, cfg.channels_last)
+    weights = chosen_weights(checkpoint, weights)
+    model = rebuild_model(checkpoint, ckpt, cfg.model, device, cfg.channels_last, weights)
     data = build_data(cfg.data, batch_size=cfg.batch_size, seed=cfg.seed, device=device,
                       num_workers=cfg.num_workers)
     here = (data.classes, data.in_channels, list(data.image_size))
@@ -53,9 +57,10 @@ def evaluate_checkpoint(ckpt: str | Path, overrides: Sequence[str] = ()) -> dict
     confusion = torch.tensor(metrics["confusion"])  # rows: true class, columns: predicted
     per_class = {name: (row[i] / row.sum()).item() if row.sum() else None
                  for i, (name, row) in enumerate(zip(data.classes, confusion.double(), strict=True))}
-    recorded = checkpoint["history"][-1]["val_acc"] if checkpoint.get("history") else None
+    key = "val_acc_ema" if weights == "ema" else "val_acc"
+    recorded = checkpoint["history"][-1].get(key) if checkpoint.get("history") else None
     return {"tool": TOOL, "checkpoint": str(Path(ckpt).absolute()), "epoch": checkpoint["epoch"],
-            "model": cfg.model._target_.rsplit(".", 1)[-1], "overrides": list(overrides),
+            "model": cfg.model._target_.rsplit(".", 1)[-1], "overrides": list(overrides), "weights": weights,
             "data": OmegaConf.to_container(cfg.data, resolve=True), "images": int(confusion.sum()),
             "accuracy": metrics["acc"], "loss": metrics["loss"], "recorded_val_acc": recorded,
             "per_class": per_class, "classes": data.classes, "confusion_matrix": confusion.tolist()}
@@ -84,8 +89,9 @@ def describe(classes: list[str], in_channels: int, image_size: Sequence[int]) ->
 
 def report(result: dict[str, Any]) -> str:
     """The console summary: totals, a per-class table and (up to 20 classes) the confusion matrix."""
-    lines = [f"{result['model']} at epoch {result['epoch']} on {result['data']['name']} validation: "
-             f"{result['images']} images",
+    averaged = " (its averaged weights: ema)" if result.get("weights") == "ema" else ""
+    lines = [f"{result['model']} at epoch {result['epoch']}{averaged} on {result['data']['name']} "
+             f"validation: {result['images']} images",
              f"accuracy {result['accuracy']:.4f}  loss {result['loss']:.4f}"
              + (f"  (the run recorded {result['recorded_val_acc']:.4f})"
                 if result["recorded_val_acc"] is not None else ""),
@@ -105,12 +111,13 @@ def report(result: dict[str, Any]) -> str:
 
 
 def _main(arguments: list[str]) -> None:
-    options, overrides = parse_arguments(arguments, {"ckpt": ..., "out": None}, overrides=True)
+    options, overrides = parse_arguments(arguments, {"ckpt": ..., "out": None, "weights": "auto"},
+                                         overrides=True)
     ckpt = Path(options["ckpt"])
     out = Path(options["out"]) if options["out"] else ckpt.parent / "eval.json"
     if ckpt.is_file():  # (a missing checkpoint is reported by the loader, naming it)
         check_output(out, TOOL)  # before the work: never overwrite a file the user made
-    result = evaluate_checkpoint(ckpt, overrides)
+    result = evaluate_checkpoint(ckpt, overrides, options["weights"])
     print(report(result))
     write_json(result, out)
     print(f"\nwrote {out}")

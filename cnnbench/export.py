@@ -1,4 +1,5 @@
-"""`cnnbench-export ckpt=PATH format=onnx|torchscript [out=PATH]`: the trained model as one file.
+"""`cnnbench-export ckpt=PATH format=onnx|torchscript [out=PATH] [weights=auto|ema|live]`: the trained
+model as one file (weights=auto: the averaged weights when the run kept an average).
 
 Writes <checkpoint name>.onnx or <checkpoint name>.torchscript.pt beside the checkpoint (or to
 out=PATH), then runs the file on a batch of the run's validation images (random inputs when the
@@ -76,7 +77,8 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path):
     return lambda images: torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
 
 
-def export(ckpt: str | Path, file_format: str, out: str | Path | None = None) -> dict[str, Any]:
+def export(ckpt: str | Path, file_format: str, out: str | Path | None = None, weights: str = "auto"
+           ) -> dict[str, Any]:
     """Write the export file and compare it with PyTorch: path, difference, matches, inputs used."""
     if file_format not in FORMATS:
         raise CnnbenchError(f"format={file_format!r} is not supported: use {' or '.join(FORMATS)}")
@@ -87,7 +89,7 @@ def export(ckpt: str | Path, file_format: str, out: str | Path | None = None) ->
     if path.exists() and not path.name.endswith(suffix):
         raise CnnbenchError(f"{path} exists; give out= a new name ending in {suffix}")
     checkpoint = open_checkpoint(ckpt)
-    model = rebuild_model(checkpoint, ckpt)
+    model = rebuild_model(checkpoint, ckpt, weights=weights)
     images, source = check_inputs(checkpoint)
     example = images[:2] if len(images) > 1 else images.repeat(2, 1, 1, 1)
     exported = (export_onnx if file_format == "onnx" else export_torchscript)(model, example, path)
@@ -98,8 +100,8 @@ def export(ckpt: str | Path, file_format: str, out: str | Path | None = None) ->
 
 
 def _main(arguments: list[str]) -> int:
-    options, _ = parse_arguments(arguments, {"ckpt": ..., "format": ..., "out": None})
-    result = export(options["ckpt"], options["format"], options["out"])
+    options, _ = parse_arguments(arguments, {"ckpt": ..., "format": ..., "out": None, "weights": "auto"})
+    result = export(options["ckpt"], options["format"], options["out"], options["weights"])
     path, allowed = result["path"], f"{ATOL:g} + {RTOL:g} x |logit|"
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     print(f"checked on {result['inputs']}: max abs difference from PyTorch {result['difference']:.2e} "

@@ -1,7 +1,14 @@
 """What a run reports about itself: metrics.json's summary, the HParams TensorBoard shows, and
 the run's peak memory."""
 
+import functools
+import os
+import platform
+import shlex
+import socket
+import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +35,78 @@ def hparams(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 value = OmegaConf.select(cfg, key, default=override.split("=", 1)[-1])
                 values[key] = value if isinstance(value, int | float | str | bool) else str(value)
     return values
+
+
+def time_to_accuracy(history: list[dict[str, Any]], targets: list[float]) -> dict[str, Any]:
+    """For each target accuracy ("0.90"), the wall-clock seconds (training and validation, summed
+    over the epochs so far) and the epoch at which validation accuracy first reached it; None when
+    it never did. How DAWNBench and airbench compare recipes: not the best accuracy, the time to a bar."""
+    reached: dict[str, Any] = {}
+    for target in sorted(targets):
+        seconds = 0.0
+        reached[f"{target:.2f}"] = None
+        for record in history:
+            seconds += record["epoch_time_s"]
+            if record["val_acc"] >= target:
+                reached[f"{target:.2f}"] = {"seconds": seconds, "epoch": record["epoch"]}
+                break
+    return reached
+
+
+@functools.cache
+def provenance(device: torch.device) -> dict[str, Any]:
+    """What produced the numbers, so they can be reproduced and never compared across machines
+    unknowingly: versions, the device, the host, the command line, the git commit of the folder."""
+    from cnnbench import __version__
+
+    cuda = torch.version.cuda if torch.cuda.is_available() else None
+    return {
+        "cnnbench": __version__, "python": platform.python_version(), "torch": torch.__version__,
+        # torchvision's version from its metadata: importing it takes over a second (torch._dynamo)
+        "torchvision": package_version("torchvision"), "cuda": cuda,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "device": str(device), "device_name": device_name(device),
+        "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "hostname": socket.gethostname(), "command": shlex.join(sys.orig_argv),
+        "git_commit": git_commit(Path.cwd()),
+    }
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's model, or the CPU's (from /proc/cpuinfo on Linux)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return f"Apple GPU ({platform.machine()})"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit(folder: Path) -> str | None:
+    """The commit checked out in `folder`'s git repository (with "+changes" when files differ from
+    it), or None outside a repository or without git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True,
+                              timeout=5)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+changes" if dirty else "")
 
 
 def minor_page_faults() -> int:
@@ -65,6 +144,9 @@ def summarise(cfg: DictConfig, state: dict[str, Any], parameters: int, device: t
         "model": model_name(cfg), "data": cfg.data.name, "seed": cfg.seed,
         "epochs_done": state["epoch"], "epochs": cfg.epochs,
         "best_val_acc": state["best_val_acc"], "best_epoch": state["best_epoch"],
+        # the averaged weights' (ema.decay > 0), and which of the two picked best.pt's epoch
+        "best_val_acc_ema": state.get("best_val_acc_ema"), "final_val_acc_ema": last.get("val_acc_ema"),
+        "best_by": (cfg.get("ema") or {}).get("best_by", "live") if state.get("best_val_acc_ema") else "live",
         "stopped_early": state["epoch"] < cfg.epochs and finished,
         "final_val_acc": last.get("val_acc"), "final_val_loss": last.get("val_loss"),
         "final_train_acc": last.get("train_acc"), "final_train_loss": last.get("train_loss"),
@@ -76,5 +158,7 @@ def summarise(cfg: DictConfig, state: dict[str, Any], parameters: int, device: t
         # (data.bad_images=skip)
         "skipped_batches": state["skipped_batches"], "skipped_images": state["skipped_images"],
         **peak_memory_mb(device),
+        "time_to_accuracy": time_to_accuracy(history, cfg.data.get("accuracy_targets") or []),
+        "provenance": provenance(device),
         "history": history,
     }

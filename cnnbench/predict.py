@@ -1,4 +1,5 @@
-"""`cnnbench-predict ckpt=PATH inputs=FILE|FOLDER|GLOB [topk=5] [out=preds.csv|preds.json] [device=auto]`
+"""`cnnbench-predict ckpt=PATH inputs=FILE|FOLDER|GLOB [topk=5] [out=preds.csv|preds.json] [device=auto]
+[weights=auto|ema|live]`
 
 The k most likely classes of each image, with their probabilities. Needs only the checkpoint:
 images of any size and mode are converted as the model was trained (greyscale or RGB, resized
@@ -50,12 +51,12 @@ def find_images(inputs: str) -> list[Path]:
     return sorted(found)
 
 
-def predict(ckpt: str | Path, files: list[Path], topk: int = 5, device: str = "auto"
+def predict(ckpt: str | Path, files: list[Path], topk: int = 5, device: str = "auto", weights: str = "auto"
             ) -> tuple[list[dict[str, Any]], list[str]]:
     """Top-k predictions for each readable file, and one message for each file that is not."""
     checkpoint = open_checkpoint(ckpt)
     device = select_device(device)
-    model = rebuild_model(checkpoint, ckpt, device=device)
+    model = rebuild_model(checkpoint, ckpt, device=device, weights=weights)
     data_cfg = OmegaConf.create(checkpoint["config"]["data"])
     classes = checkpoint["classes"]
     topk = min(topk, len(classes))
@@ -111,6 +112,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def _main(arguments: list[str]) -> int:
     options, _ = parse_arguments(arguments, {"ckpt": ..., "inputs": ..., "topk": "5", "out": None,
+                                             "weights": "auto",
                                              "device": "auto"})
     out = Path(options["out"]) if options["out"] else None
     if out is not None:
@@ -118,7 +120,8 @@ def _main(arguments: list[str]) -> int:
             raise CnnbenchError(f"out={out}: the suffix picks the format: use .csv or .json")
         check_output(out, TOOL)
     files = find_images(options["inputs"])
-    rows, problems = predict(options["ckpt"], files, positive_int("topk", options["topk"]), options["device"])
+    rows, problems = predict(options["ckpt"], files, positive_int("topk", options["topk"]), options["device"],
+                             options["weights"])
     for problem in problems:
         print(f"{TOOL}: {problem}", file=sys.stderr)
     if not rows:

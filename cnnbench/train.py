@@ -80,42 +80,31 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             faults = minor_page_faults()
             trained = train_epoch(run, cfg, epoch, state, save_last, signals)
             evaluation_start = time.perf_counter()
-            val = None if trained is None else evaluate(
-                model, data.val, device, cfg.precision, cfg.channels_last, cfg.limit_batches, cfg.tta,
-                stop=lambda step: signals.stop_now(step, cfg.log_every, device), num_classes=data.num_classes)
+            val = None if trained is None else validate(
+                run, cfg, stop=lambda step: signals.stop_now(step, cfg.log_every, device))
             if val is None:  # a signal came: last.pt holds where training got to
                 save_last()
                 raise Interrupted(signals.received.name, signals.received, stopped_at(state, epoch, cfg),
                                   str(run_dir))
-            train_loss, train_acc, seen, train_time = trained
-            confusion = val["confusion"]
-            epoch_time = train_time + time.perf_counter() - evaluation_start
-            # the run's first step (compiling, kernel tuning) is reported apart from the speed
-            warmup_s, warmup_images = state.pop("warmup", None) or (0.0, 0)
-            steady = seen > warmup_images and train_time > warmup_s
-            record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
-                      "val_loss": val["loss"], "val_acc": val["acc"],
-                      "lr": run.optimizer.param_groups[0]["lr"], "train_images": seen,
-                      "images_per_sec": (seen - warmup_images) / (train_time - warmup_s) if steady
-                      else seen / train_time,
-                      "epoch_time_s": epoch_time, "warmup_s": warmup_s,
-                      "page_faults": minor_page_faults() - faults}
+            confusion = val["live"]["confusion"]
+            record = epoch_record(run, epoch, trained, val, time.perf_counter() - evaluation_start, state)
+            record["page_faults"] = minor_page_faults() - faults
             state["history"].append(record)
             state.update(epoch=epoch + 1, step=0, epoch_sums=None)
-            state["wall_time_s"] += epoch_time
+            state["wall_time_s"] += record["epoch_time_s"]
             state["per_class_acc"] = per_class_accuracy(confusion, data.classes)
             state["skipped_images"] = sorted(set(state["skipped_images"]) | skipped_images(data))
             board.epoch(record, confusion)
-            log.info("epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  %.0f img/s  %.1f s",
-                     epoch + 1, cfg.epochs, train_loss, train_acc, val["loss"], val["acc"],
-                     record["images_per_sec"], epoch_time)
-            if val["acc"] > state["best_val_acc"]:
-                state["best_val_acc"], state["best_epoch"] = val["acc"], epoch + 1
-                if main:
-                    save_checkpoint(checkpoint_state(run, cfg, state), run_dir / "best.pt")
+            log.info("epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f%s  %.0f img/s  %.1f s",
+                     epoch + 1, cfg.epochs, record["train_loss"], record["train_acc"], record["val_loss"],
+                     record["val_acc"], f" (EMA {record['val_acc_ema']:.4f})" if run.ema else "",
+                     record["images_per_sec"], record["epoch_time_s"])
+            if record_best(state, record, cfg.ema.best_by if run.ema else "live") and main:
+                save_checkpoint(checkpoint_state(run, cfg, state), run_dir / "best.pt")
             save_last()
             if main:
-                write_json(summarise(cfg, state, parameters, device, finished=False), run_dir / "metrics.json")
+                write_json(summarise(cfg, state, parameters, device, finished=False),
+                           run_dir / "metrics.json")
 
     metrics = summarise(cfg, state, parameters, device, finished=True)
     if not confusion and state["history"]:  # resumed a finished run: evaluate once for the pictures
@@ -137,14 +126,64 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     return metrics
 
 
+def validate(run: Run, cfg: DictConfig, stop: Callable[[int], bool]) -> dict[str, Any] | None:
+    """The live weights' scores on the validation data, and the averaged weights' (ema.decay > 0);
+    None when a signal stopped it."""
+    scores = {}
+    models = {"live": run.model, "ema": run.ema.model if run.ema else None}
+    for name, model in models.items():
+        if model is None:
+            scores[name] = None
+            continue
+        if name == "ema":
+            run.ema.same_on_every_process()
+        scores[name] = evaluate(model, run.data.val, run.device, cfg.precision, cfg.channels_last,
+                                cfg.limit_batches, cfg.tta, stop=stop, num_classes=run.data.num_classes)
+        if scores[name] is None:
+            return None
+    return scores
+
+
+def epoch_record(run: Run, epoch: int, trained: tuple[float, float, int, float], val: dict[str, Any],
+                 evaluation_s: float, state: dict[str, Any]) -> dict[str, Any]:
+    """One epoch's line of the history: losses, accuracies, learning rate, speed, time."""
+    train_loss, train_acc, seen, train_time = trained
+    # the run's first step (compiling, kernel tuning) is reported apart from the speed
+    warmup_s, warmup_images = state.pop("warmup", None) or (0.0, 0)
+    steady = seen > warmup_images and train_time > warmup_s
+    ema = val["ema"] or {}
+    return {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
+            "val_loss": val["live"]["loss"], "val_acc": val["live"]["acc"],
+            "val_loss_ema": ema.get("loss"), "val_acc_ema": ema.get("acc"),
+            "lr": run.optimizer.param_groups[0]["lr"], "train_images": seen,
+            "images_per_sec": (seen - warmup_images) / (train_time - warmup_s) if steady
+            else seen / train_time,
+            "epoch_time_s": train_time + evaluation_s, "warmup_s": warmup_s}
+
+
+def record_best(state: dict[str, Any], record: dict[str, Any], best_by: str) -> bool:
+    """Keep the best accuracies so far (live and averaged weights); True when this epoch is the
+    new best by `best_by` (live or ema), whose weights best.pt then holds."""
+    improved = {"live": record["val_acc"] > state["best_val_acc"]}
+    state["best_val_acc"] = max(state["best_val_acc"], record["val_acc"])
+    if record["val_acc_ema"] is not None:
+        improved["ema"] = record["val_acc_ema"] > (state.get("best_val_acc_ema") or -1.0)
+        state["best_val_acc_ema"] = max(state.get("best_val_acc_ema") or -1.0, record["val_acc_ema"])
+    if improved.get(best_by, False):
+        state["best_epoch"] = record["epoch"]
+        return True
+    return False
+
+
 def new_state() -> dict[str, Any]:
     """The progress of a run that has not started (train() updates it; last.pt saves it).
 
     `epoch` epochs are done, and `step` optimizer steps of the next one, whose loss and accuracy
     sums so far are `epoch_sums`: a run stopped mid-epoch resumes there.
     """
-    return {"epoch": 0, "step": 0, "epoch_sums": None, "rng": None, "best_val_acc": -1.0, "best_epoch": 0,
-            "history": [], "wall_time_s": 0.0, "skipped_batches": 0, "skipped_images": []}
+    return {"epoch": 0, "step": 0, "epoch_sums": None, "rng": None, "best_val_acc": -1.0,
+            "best_val_acc_ema": None, "best_epoch": 0, "history": [], "wall_time_s": 0.0,
+            "skipped_batches": 0, "skipped_images": []}
 
 
 def train_epoch(run: Run, cfg: DictConfig, epoch: int, state: dict[str, Any],
@@ -208,6 +247,8 @@ def train_epoch(run: Run, cfg: DictConfig, epoch: int, state: dict[str, Any],
         scaler.step(optimizer)
         scaler.update()
         run.scheduler.step()  # every scheduler here counts optimizer steps, not epochs
+        if run.ema:
+            run.ema.update(model)
         loss_sum += loss.detach().float() * len(labels)
         correct += (logits.argmax(1) == labels).sum()
         seen += len(labels)
@@ -231,7 +272,8 @@ def train_epoch(run: Run, cfg: DictConfig, epoch: int, state: dict[str, Any],
     totals = distributed.sum_across(torch.stack([loss_sum, correct.float(), seen_tensor]))
     loss_total, correct_total, seen_total = totals.tolist()
     seen_total = max(seen_total, 1)  # every batch skipped (on_nan=skip_batch): no division by zero
-    return loss_total / seen_total, correct_total / seen_total, int(seen_total), state["epoch_sums"]["seconds"]
+    seconds = state["epoch_sums"]["seconds"]
+    return loss_total / seen_total, correct_total / seen_total, int(seen_total), seconds
 
 def stopped_at(state: dict[str, Any], epoch: int, cfg: DictConfig) -> str:
     """Where a stopped run got to, in words."""

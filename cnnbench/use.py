@@ -109,17 +109,35 @@ def open_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+WEIGHTS = ("auto", "ema", "live")  # the tools' weights= argument
+
+
+def chosen_weights(checkpoint: dict[str, Any], weights: str) -> str:
+    """Which weights of a checkpoint to use: `auto` takes the averaged ones when the run kept an
+    average (ema.decay > 0), else the live ones; `ema` and `live` ask for one."""
+    if weights not in WEIGHTS:
+        raise CnnbenchError(f"weights={weights!r}: use auto, ema or live")
+    has_average = bool(checkpoint.get("ema"))
+    if weights == "ema" and not has_average:
+        raise CnnbenchError("weights=ema: this checkpoint holds no averaged weights "
+                            "(its run had ema.decay=0)")
+    return "ema" if weights == "ema" or (weights == "auto" and has_average) else "live"
+
+
 def rebuild_model(checkpoint: dict[str, Any], source: str | Path, model_cfg: DictConfig | None = None,
-                  device: str | torch.device = "cpu", channels_last: bool = False) -> nn.Module:
-    """The trained model of a checkpoint from open_checkpoint, in eval mode on `device`;
-    model_cfg replaces its stored config. Only a registered model is built: `source` names the
-    file the config came from in the refusal."""
+                  device: str | torch.device = "cpu", channels_last: bool = False,
+                  weights: str = "auto") -> nn.Module:
+    """The trained model of a checkpoint from open_checkpoint, in eval mode on `device`, with the
+    weights `weights` picks (chosen_weights); model_cfg replaces its stored config. Only a
+    registered model is built: `source` names the file the config came from in the refusal."""
     if model_cfg is None:
         model_cfg = OmegaConf.create(checkpoint["config"]["model"])
     model = build_model(model_cfg, str(source), num_classes=len(checkpoint["classes"]),
                         in_channels=checkpoint["in_channels"], image_size=list(checkpoint["image_size"]))
+    averaged = chosen_weights(checkpoint, weights) == "ema"
+    state = checkpoint["ema"]["model"] if averaged else checkpoint["model"]
     try:
-        model.load_state_dict(checkpoint["model"])
+        model.load_state_dict(state)
     except RuntimeError as error:
         # e.g. model.width_ratio=0.5 on the command line: the layers no longer fit the weights
         lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]

@@ -109,3 +109,16 @@ def test_unreadable_images_skipped_under_torchrun(tmp_path):
     refused = torchrun(*common, "data.loader=torch", "hydra.run.dir=run2", cwd=tmp_path)
     assert refused.returncode != 0 and "data.bad_images=skip with data.loader=torch cannot train under " \
         "torchrun" in refused.stderr
+
+
+def test_the_weight_average_is_the_same_on_every_process(tmp_path):
+    # each process averages the same all-reduced weights; BatchNorm statistics come from rank 0
+    result = torchrun(*TINY, "epochs=2", "data.num_val=129", "model=lenet_bn", "ema.decay=0.9",
+                      "ema.best_by=ema", "hydra.run.dir=run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    from cnnbench.evaluate import evaluate_checkpoint
+
+    single = evaluate_checkpoint(tmp_path / "run" / "best.pt", ["device=cpu"])  # rank 0's average
+    best = next(r for r in metrics["history"] if r["epoch"] == metrics["best_epoch"])
+    assert single["weights"] == "ema" and single["accuracy"] == pytest.approx(best["val_acc_ema"])
