@@ -100,10 +100,10 @@ def compare(rows: list[dict[str, Any]], baseline: str | None = None) -> int | No
         row["best_val_acc_ci_low"], row["best_val_acc_ci_high"] = interval or (None, None)
         row["diff_from_reference"] = row["welch_p"] = None
         row["comparison"] = ""
-        if reference is None or not values:
-            continue
         if index == reference:
-            row["comparison"], row["diff_from_reference"] = REFERENCE, 0.0
+            row["comparison"], row["diff_from_reference"] = REFERENCE, 0.0 if values else None
+            continue
+        if reference is None or not values:
             continue
         p = welch_p(values, rows[reference]["best_values"])
         if p is not None:
@@ -130,7 +130,9 @@ def versus_cell(row: dict[str, Any], reference: dict[str, Any] | None) -> str:
         return f"{'≈ ' if row['comparison'] == SAME else ''}{row['diff_from_reference']:+.4f} (p {shown})"
     if reference is None or not row["best_values"]:
         return ""
-    return "1 seed: no test" if row["seeds"] == 1 else "reference has 1 seed: no test"
+    if row["seeds"] == 1:
+        return "1 seed: no test"
+    return "reference has 1 seed: no test" if reference["best_values"] else "reference has no result"
 
 
 def legend(rows: list[dict[str, Any]], reference: int | None, baseline: bool) -> str | None:

@@ -131,6 +131,14 @@ def test_a_row_of_one_seed_says_so_and_computes_nothing(tmp_path, capsys):
     rows = leaderboard(one)
     assert rows["mlp"]["welch_p"] == "" and rows["mlp"]["best_val_acc_ci_low"] != ""
     assert "reference has 1 seed: no test" in capsys.readouterr().out
+    # a baseline whose runs all failed: named, and nothing to compare with
+    (one / "vgg" / ".hydra").mkdir(parents=True)
+    (one / "vgg" / ".hydra" / "overrides.yaml").write_text("- model=vgg\n")
+    (one / "vgg" / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(
+        {"hydra": {"runtime": {"choices": {"model": "vgg", "data": "fake"}}}}))  # as Hydra writes it
+    (one / "vgg" / "error.txt").write_text("out of memory\n")
+    rows = leaderboard(one, "--baseline", "vgg")
+    assert rows["mlp"]["welch_p"] == "" and "reference has no result" in capsys.readouterr().out
 
 
 def test_a_baseline_row_is_named_by_its_model_and_overrides(tmp_path, capsys):
