@@ -170,4 +170,5 @@ def test_the_leaderboard_is_replaced_whole_never_rewritten_in_place(finished_run
     assert "| mlp | fake |  | 1 |" in old and old.endswith("\n")  # the old file, whole
     assert "| mlp | fake |  | 2 |" in new
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == [
-        ".leaderboard.lock", "leaderboard.csv", "leaderboard.md"]  # no temporary file left
+        ".leaderboard.lock", "leaderboard.csv", "leaderboard.md", "leaderboard_cost.png",
+        "leaderboard_curves.png"]  # no temporary file left
