@@ -34,8 +34,9 @@ from cnnbench.sweep import ERROR_FILE, write_text_atomically
 # Keys that say where or how a run ran, not what it trained: runs that differ only in these
 # (and the seed) are one configuration. data.root is kept for image folders, where it IS the data.
 RUNTIME_KEYS = {"seed", "resume", "steps_per_epoch", "num_workers", "log_every", "device", "threads",
-                "keep_freed_memory",
-                "data.root", "data.download", "data.search_dirs", "launcher", "hparams_search"}
+                "keep_freed_memory", "jobs_per_gpu", "data.accuracy_targets", "data.cache", "data.cache_dir",
+                "data.memory_budget_gb", "data.root", "data.download", "data.search_dirs", "launcher",
+                "hparams_search"}
 
 # The csv's columns, in order (--sort takes any of them); the csv holds raw values, one per cell.
 # comparison.py: the interval, the difference from the reference row and its p-value.
