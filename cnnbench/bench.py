@@ -30,9 +30,9 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from cnnbench.build import build_run
+from cnnbench.cli import console_command
 from cnnbench.data import IDX_FILES, _find_idx_folder, _idx_file
 from cnnbench.device import autocast, memory_format
-from cnnbench.errors import quiet_on_closed_pipe
 from cnnbench.faults import StopSignals
 from cnnbench.train import new_state, train_epoch
 from cnnbench.validation import evaluate
@@ -154,7 +154,7 @@ def torchvision_dataset(cfg: DictConfig, scratch: Path, train: bool = True) -> t
     return dataset_class(str(scratch), train=train, transform=transforms.Compose(normalize))
 
 
-@quiet_on_closed_pipe
+@console_command
 def main() -> None:
     """Console entry point."""
     if sys.argv[1:2] == ["--process"]:  # the whole-process measures: start-up, sweeps, the allocator

@@ -142,8 +142,9 @@ def deterministic_algorithms(on: bool, device: torch.device) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = not on  # fixed input sizes: benchmark once, then fastest
         torch.backends.cudnn.deterministic = on
-    # warn_only: an op without a deterministic kernel warns instead of stopping the run
-    torch.use_deterministic_algorithms(on, warn_only=True)
+    if on != torch.are_deterministic_algorithms_enabled():  # (the call imports torch._dynamo: 0.8 s)
+        # warn_only: an op without a deterministic kernel warns instead of stopping the run
+        torch.use_deterministic_algorithms(on, warn_only=True)
 
 
 def memory_format(channels_last: bool) -> torch.memory_format:

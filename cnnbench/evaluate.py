@@ -17,10 +17,11 @@ import torch
 from omegaconf import OmegaConf
 
 from cnnbench.checkpoint import write_json
+from cnnbench.cli import console_command
 from cnnbench.config import check_config
 from cnnbench.data import build_data
 from cnnbench.device import available, select_device
-from cnnbench.errors import CnnbenchError, quiet_on_closed_pipe
+from cnnbench.errors import CnnbenchError
 from cnnbench.use import (
     apply_overrides,
     check_output,
@@ -123,7 +124,7 @@ def _main(arguments: list[str]) -> None:
     print(f"\nwrote {out}")
 
 
-@quiet_on_closed_pipe
+@console_command
 def main() -> None:
     """Console entry point."""
     run_tool(TOOL, _main)

@@ -17,8 +17,9 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from cnnbench.cli import console_command
 from cnnbench.data import build_data
-from cnnbench.errors import CnnbenchError, quiet_on_closed_pipe
+from cnnbench.errors import CnnbenchError
 from cnnbench.use import open_checkpoint, parse_arguments, rebuild_model, run_tool
 
 TOOL = "cnnbench-export"
@@ -113,7 +114,7 @@ def _main(arguments: list[str]) -> int:
     return 0
 
 
-@quiet_on_closed_pipe
+@console_command
 def main() -> None:
     """Console entry point."""
     run_tool(TOOL, _main)

@@ -17,9 +17,10 @@ import torch
 from omegaconf import OmegaConf
 
 from cnnbench.checkpoint import write_json
+from cnnbench.cli import console_command
 from cnnbench.data import IMAGE_ERRORS, IMAGE_EXTENSIONS
 from cnnbench.device import select_device
-from cnnbench.errors import CnnbenchError, quiet_on_closed_pipe
+from cnnbench.errors import CnnbenchError
 from cnnbench.use import (
     check_output,
     open_checkpoint,
@@ -133,7 +134,7 @@ def _main(arguments: list[str]) -> int:
     return 0
 
 
-@quiet_on_closed_pipe
+@console_command
 def main() -> None:
     """Console entry point."""
     run_tool(TOOL, _main)

@@ -27,8 +27,9 @@ import yaml
 
 from cnnbench import comparison
 from cnnbench.claim import CLAIM_FILE, Holder, locked, read_holder
+from cnnbench.cli import console_command
 from cnnbench.config import override_key
-from cnnbench.errors import CnnbenchError, quiet_on_closed_pipe
+from cnnbench.errors import CnnbenchError
 from cnnbench.sweep import ERROR_FILE, write_text_atomically
 
 # Keys that say where or how a run ran, not what it trained: runs that differ only in these
@@ -449,7 +450,7 @@ def rebuild_leaderboard(folder: Path, sort: str = "best_val_acc_mean", ascending
     return table, runs, problems
 
 
-@quiet_on_closed_pipe
+@console_command
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: `cnnbench-report FOLDER [--sort COLUMN] [--ascending] [--baseline WORDS]`."""
     parser = argparse.ArgumentParser(
@@ -479,7 +480,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{len(runs)} runs: " + ", ".join(f"{sum(run.status == status for run in runs)} {status}"
                                                  for status in STATUSES))
     except BrokenPipeError:
-        raise  # the reader of stdout went away: quiet_on_closed_pipe ends the command
+        raise  # the reader of stdout went away: console_command ends the command
     except OSError as error:  # e.g. a read-only folder
         print(f"cnnbench-report: error: cannot write the leaderboard in {args.folder}: "
               f"{error.strerror or error}", file=sys.stderr)

@@ -20,8 +20,9 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from cnnbench import sweep
 from cnnbench.claim import claim, refuse_if_claimed
+from cnnbench.cli import console_command
 from cnnbench.config import check_config, override_key, refuse_existing_run
-from cnnbench.errors import CnnbenchError, Interrupted, quiet_on_closed_pipe
+from cnnbench.errors import CnnbenchError, Interrupted
 from cnnbench.untrusted import check_saved_overrides
 
 
@@ -181,7 +182,7 @@ def initials(key: str) -> str:
     return "".join(word[:1] for word in key.split("_"))
 
 
-@quiet_on_closed_pipe
+@console_command
 def main() -> None:
     """Console entry point."""
     missing = missing_plugin(sys.argv[1:])
@@ -226,7 +227,7 @@ def main() -> None:
         # logging module wraps its OSError in a ValueError
         cause = os_error(error)
         if traceback_asked or cause is None or isinstance(cause, BrokenPipeError):
-            raise  # a closed pipe: quiet_on_closed_pipe ends the command
+            raise  # a closed pipe: console_command ends the command
         fail(f"cannot write {cause.filename or 'a file'}: {cause.strerror or cause}; run where you "
              "can write, or choose another folder with hydra.run.dir=DIR")
     if sweep.failed_jobs():  # each was reported when it failed; the exit status says so too

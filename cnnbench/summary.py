@@ -14,8 +14,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnbench.build import build_model
+from cnnbench.cli import console_command, exit_on_closed_pipe
 from cnnbench.config import check_config
-from cnnbench.errors import CnnbenchError, exit_on_closed_pipe, quiet_on_closed_pipe
+from cnnbench.errors import CnnbenchError
 
 # Datasets whose shape is known without reading them: (in_channels, height, width, classes).
 KNOWN_SHAPES = {"mnist": (1, 28, 28, 10), "fashion_mnist": (1, 28, 28, 10), "cifar10": (3, 32, 32, 10)}
@@ -95,7 +96,7 @@ def _summary(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
-@quiet_on_closed_pipe
+@console_command
 def main() -> None:
     """Console entry point; prints only, writes no run folder."""
     sys.argv += ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=disabled",

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from cnnbench.data.cache import cached_splits, default_cache_dir
 from cnnbench.errors import CnnbenchError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -39,11 +40,14 @@ _READ: OrderedDict[tuple, dict[str, Batch]] = OrderedDict()
 KEEP_READ = 2
 
 
-def remembered(files: list[Path], read: Callable[[], dict[str, Batch]]) -> dict[str, Batch]:
-    """read()'s splits, or the ones read before from the same unchanged files."""
+def remembered(cfg: DictConfig, files: list[Path], read: Callable[[], dict[str, Batch]]) -> dict[str, Batch]:
+    """read()'s splits, or the ones this process read before from the same unchanged files, or
+    the arrays an earlier run kept in the cache (data.cache, data.cache_dir)."""
     key = tuple((str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in files)
     if key not in _READ:
-        _READ[key] = read()
+        cache_dir = Path(cfg.get("cache_dir") or default_cache_dir()).expanduser() if cfg.get("cache", True) \
+            else None
+        _READ[key] = cached_splits(cfg.name, files, read, cache_dir)
         while len(_READ) > KEEP_READ:
             _READ.popitem(last=False)
     _READ.move_to_end(key)
@@ -111,7 +115,7 @@ def load_idx_dataset(cfg: DictConfig) -> tuple[dict[str, Batch], list[str]]:
         return splits
 
     files = [_idx_file(folder, name) for pair in IDX_FILES.values() for name in pair]
-    return remembered(files, read), list(classes)
+    return remembered(cfg, files, read), list(classes)
 
 
 def _download(torchvision_class: str, name: str, root: Path) -> None:
@@ -181,7 +185,7 @@ def load_cifar10(cfg: DictConfig) -> tuple[dict[str, Batch], list[str]]:
         return {"train": (torch.cat([b[0] for b in train]), torch.cat([b[1] for b in train])),
                 "val": _read_cifar_batch(folder / "test_batch")}
 
-    return remembered([folder / name for name in names], read), CIFAR10_CLASSES
+    return remembered(cfg, [folder / name for name in names], read), CIFAR10_CLASSES
 
 
 def make_fake(cfg: DictConfig, seed: int) -> tuple[dict[str, Batch], list[str]]:
