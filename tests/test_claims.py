@@ -110,6 +110,7 @@ def test_a_run_live_in_another_process_refuses_a_resume_in_one_line(tmp_path):
         assert sorted(folder.rglob("*")) == before  # refused before Hydra wrote anything there
 
 
+@pytest.mark.slow
 def test_a_single_run_holds_its_claim_while_it_trains_and_a_resume_takes_a_dead_ones_over(tmp_path):
     killed = inject("kill", "train-batch:4", *TINY, "epochs=2", "hydra.run.dir=run", cwd=tmp_path)
     assert killed.returncode == -signal.SIGKILL

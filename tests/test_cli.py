@@ -31,6 +31,7 @@ def test_a_run_prints_its_folder_and_resume_by_folder_continues_it(tmp_path, idx
     assert len(list((tmp_path / "outputs").glob("*/*"))) == 1  # no second folder
 
 
+@pytest.mark.slow
 def test_resume_true_with_the_run_folder_continues_it_as_resume_by_folder_does(tmp_path):
     # README: `resume=true` with `hydra.run.dir=FOLDER` does what resume=FOLDER does: the run's own
     # overrides come back from its folder, only what changes is given.

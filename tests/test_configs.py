@@ -180,6 +180,7 @@ def test_wheel_ships_the_configs_and_runs_from_them(tmp_path):
     assert (tmp_path / "run" / "last.pt").is_file()
 
 
+@pytest.mark.slow
 def test_config_dir_adds_a_users_own_group_option(tmp_path):
     (tmp_path / "mine" / "optimizer").mkdir(parents=True)
     (tmp_path / "mine" / "optimizer" / "slow_sgd.yaml").write_text(

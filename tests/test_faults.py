@@ -123,6 +123,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, uninterrupted, at, extr
     assert not list(run_dir.glob(".*.tmp"))  # the half-written file is gone
 
 
+@pytest.mark.slow
 def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_path):
     killed = inject("kill", "save:last.pt:2", *RUN, "epochs=2", "hydra.run.dir=run", cwd=tmp_path)
     assert killed.returncode == -signal.SIGKILL
@@ -132,6 +133,7 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_p
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs_done"] == 1
 
 
+@pytest.mark.slow
 def test_mid_epoch_checkpoint_refuses_a_different_epoch_length(tmp_path):
     inject("kill", "train-batch:22", *RUN, "checkpoint.every_n_steps=4", "hydra.run.dir=run", cwd=tmp_path)
     result = run_cli(f"resume={tmp_path / 'run'}", "batch_size=64", cwd=tmp_path)
@@ -168,6 +170,7 @@ def test_a_signal_during_evaluation_keeps_the_epochs_training(tmp_path, uninterr
     assert_same_run(tmp_path / "run", uninterrupted("memory"))
 
 
+@pytest.mark.slow
 def test_a_process_started_immune_to_ctrl_c_stays_immune(tmp_path):
     # as `nohup cnnbench ... &` from a script: SIGINT ignored from the start
     result = subprocess.run([sys.executable, str(INJECT), "int", "train-batch:22", *RUN, "hydra.run.dir=run"],
@@ -440,6 +443,7 @@ def limit_file_size(megabytes: int):
     return limit
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_said_and_loses_no_checkpoint(tmp_path):
     first = run_cli(*RUN, "epochs=1", "hydra.run.dir=run", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
@@ -472,6 +476,7 @@ def without_root_powers():
     return drop
 
 
+@pytest.mark.slow
 def test_a_read_only_run_folder_is_said_and_loses_nothing(tmp_path):
     first = run_cli("data=fake", "device=cpu", "epochs=1", "hydra.run.dir=run", cwd=tmp_path)
     assert first.returncode == 0, first.stderr

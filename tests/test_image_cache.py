@@ -23,8 +23,6 @@ from cnnbench.errors import CnnbenchError
 from cnnbench.evaluate import evaluate_checkpoint
 from cnnbench.train import train
 
-from conftest import write_image_folder
-
 CPU = torch.device("cpu")
 
 

@@ -21,6 +21,7 @@ def cnnbench(*arguments: str, cwd) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_joblib_sweep_runs_two_jobs_with_a_share_of_the_cores_each(tmp_path):
     result = cnnbench("-m", "launcher=joblib", "model=lenet,mlp", *TINY, "hydra.sweep.dir=sweep",
                       cwd=tmp_path)
@@ -39,7 +40,8 @@ def test_joblib_sweep_runs_two_jobs_with_a_share_of_the_cores_each(tmp_path):
     assert not (tmp_path / "sweep" / ".jobs").exists()  # the journal goes when the sweep ends
 
 
-@pytest.mark.parametrize("launcher", [[], ["launcher=joblib"]], ids=["basic", "joblib"])
+@pytest.mark.parametrize("launcher", [[], pytest.param(["launcher=joblib"], marks=pytest.mark.slow)],
+                         ids=["basic", "joblib"])
 def test_a_failed_run_is_counted_and_exits_1_whatever_the_launcher(tmp_path, launcher):
     result = cnnbench("-m", *launcher, "model=lenet", "optimizer.lr=0.1,-1", *TINY, "hydra.sweep.dir=sweep",
                       cwd=tmp_path)
@@ -48,6 +50,7 @@ def test_a_failed_run_is_counted_and_exits_1_whatever_the_launcher(tmp_path, lau
     assert "cnnbench: error: 1 of 2 runs failed: sweep/lenet_fake_" in result.stderr
 
 
+@pytest.mark.slow
 def test_optuna_search_runs_its_trials_and_reports_the_best(tmp_path):
     searched = [a for a in TINY if not a.startswith("batch_size")]  # a fixed value is not searched
     result = cnnbench("hparams_search=optuna", "hydra.sweeper.n_trials=3", *searched,

@@ -24,6 +24,7 @@ def comparable(metrics: dict) -> list[dict]:
     return [{k: v for k, v in record.items() if k not in TIMING} for record in metrics["history"]]
 
 
+@pytest.mark.slow
 def test_runs_in_one_process_share_the_dataset_and_repeat_a_fresh_process_exactly(compose_config, tmp_path):
     root = write_idx_dataset(tmp_path / "data" / "MNIST" / "raw").parents[1]
     overrides = ["data=mnist", f"data.root={root}", "data.download=false", "epochs=2", "batch_size=32",

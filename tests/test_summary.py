@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from cnnbench.summary import summarize
 
 
@@ -26,6 +28,7 @@ def test_summary_follows_resize_and_channels(compose_config):
     assert "total parameters: 11,175,370" in text
 
 
+@pytest.mark.slow
 def test_summary_command(tmp_path):
     result = subprocess.run([sys.executable, "-m", "cnnbench.summary", "model=vgg11", "data=cifar10",
                              "model.width_ratio=0.25"], cwd=tmp_path, capture_output=True, text=True,

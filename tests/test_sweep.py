@@ -358,6 +358,7 @@ def test_two_copies_of_a_sweep_split_its_runs_and_train_each_exactly_once(two_by
     assert [(row["seeds"], row["finished"]) for row in rows] == [("2", "2"), ("2", "2")]
 
 
+@pytest.mark.slow
 def test_a_sweep_skips_a_run_another_process_holds_and_a_later_one_trains_it(tmp_path):
     from test_claims import Holder
 

@@ -127,7 +127,8 @@ def test_image_folder_run_keeps_class_names(compose_config, image_root, tmp_path
 
 
 @pytest.mark.parametrize("model", [
-    "lenet5", "lenet_bn", "lenet_bn model.norm=scratch", "small_cnn", "alexnet",
+    "lenet5", "lenet_bn", "lenet_bn model.norm=scratch", "small_cnn",
+    pytest.param("alexnet", marks=pytest.mark.slow),  # 58 M parameters: seconds a step
     "vgg11 model.width_ratio=0.25 model.batch_norm=true", "nin", "googlenet model.aux_logits=true",
     "resnet18", "densenet_small", "resdensenet",
 ])

@@ -219,6 +219,7 @@ def test_a_users_own_config_dir_options_count_as_existing(tmp_path):
     assert check_saved_overrides(["optimizer=slow_sgd"], "overrides.yaml", [tmp_path / "mine"])
 
 
+@pytest.mark.slow
 def test_a_run_folder_of_the_projects_own_resumes_as_before(tmp_path):
     first = run_cli(*TINY, "model=mlp", "optimizer=adam", "hydra.run.dir=run", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
