@@ -4,7 +4,6 @@ checkpoint holds, and restoring a run from one."""
 import io
 import json
 import logging
-import os
 import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from cnnbench import distributed
+from cnnbench import distributed, files
 from cnnbench.config import refuse_existing_run
 from cnnbench.device import set_rng_state, unwrap
 from cnnbench.errors import CnnbenchError
@@ -26,34 +25,18 @@ log = logging.getLogger("cnnbench")
 REQUIRED_KEYS = ("model", "config", "classes", "epoch")
 
 
-def _atomic_write(path: Path, write) -> None:
-    # Write beside the target, flush to disk, then rename: a crash at any moment leaves either
-    # the old file or the new one, never half of one (rename is atomic within a folder).
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise CnnbenchError(f"cannot write {path}: {error.strerror or error}; "
-                            "earlier files there are untouched") from None
-
-
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Save a checkpoint dict (tensors, numbers, strings, lists, dicts) atomically."""
+    """Save a checkpoint dict (tensors, numbers, strings, lists, dicts), whole or not at all."""
     # Serialised in memory first: torch.save turns a failed write (disk full) into a RuntimeError
     # that no longer says why; a plain write of the bytes raises the OSError that does.
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    _atomic_write(path, lambda file: file.write(buffer.getbuffer()))
+    files.write_whole(path, lambda file: file.write(buffer.getbuffer()))
 
 
 def write_json(data: Any, path: Path) -> None:
     """Write JSON atomically, so readers never see a half-written metrics file."""
-    _atomic_write(path, lambda file: file.write(json.dumps(data, indent=2).encode()))
+    files.write_text_whole(path, json.dumps(data, indent=2))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -97,7 +80,7 @@ def checkpoint_state(run: "Run", cfg: DictConfig, state: dict[str, Any]) -> dict
 
 def remove_unfinished_writes(run_dir: Path) -> None:
     """Delete the temporary files a killed run left half-written (the files they were to replace
-    are intact: see checkpoint.py)."""
+    are intact: see files.py)."""
     for name in ("last.pt", "best.pt", "metrics.json", "config.json"):
         for path in run_dir.glob(f".{name}.*.tmp"):
             path.unlink(missing_ok=True)

@@ -30,7 +30,8 @@ from cnnbench.claim import CLAIM_FILE, Holder, locked, read_holder
 from cnnbench.cli import console_command
 from cnnbench.config import override_key
 from cnnbench.errors import CnnbenchError
-from cnnbench.sweep import ERROR_FILE, write_text_atomically
+from cnnbench.files import write_text_whole
+from cnnbench.sweep import ERROR_FILE
 
 # Keys that say where or how a run ran, not what it trained: runs that differ only in these
 # (and the seed) are one configuration. data.root is kept for image folders, where it IS the data.
@@ -402,7 +403,7 @@ def write_leaderboard(folder: Path, rows: list[dict[str, Any]], sort: str = "bes
     for row in rows:
         writer.writerow(["" if row[name] is None else row[name] for name in names]
                         + [" ".join(os.path.relpath(path, folder) for path in row["folders"])])
-    write_text_atomically(folder / "leaderboard.csv", table.getvalue())
+    write_text_whole(folder / "leaderboard.csv", table.getvalue())
     # Imported here: the pictures need PIL and numpy, which a report of nothing does without.
     from cnnbench.sweep_figures import write_sweep_figures
 
@@ -427,7 +428,7 @@ def write_leaderboard(folder: Path, rows: list[dict[str, Any]], sort: str = "bes
     if unfinished:
         markdown += ["Runs not finished:", ""] + [f"- {line}" for line in unfinished] + [""]
     markdown += [f"![{what}]({name})" for name, what in pictures.items()] + ([""] if pictures else [])
-    write_text_atomically(folder / "leaderboard.md", "\n".join(markdown))
+    write_text_whole(folder / "leaderboard.md", "\n".join(markdown))
     return ((f"every row: {common}\n" if common else "") + (f"note: {note}\n" if note else "")
             + format_table(rows) + (f"\n{legend}" if legend else "")
             + "".join(f"\nfailed: {line}" for line in failures) + "".join(f"\n{line}" for line in unfinished))

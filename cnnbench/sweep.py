@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 
 from cnnbench.claim import HOST, Claimed, claim, process_exists
 from cnnbench.errors import CnnbenchError
+from cnnbench.files import write_text_whole
 
 # Written into a run folder when its job fails: the one-line error, then the traceback of an
 # unexpected exception. The leaderboard counts such a run as failed; a rerun deletes the file.
@@ -94,7 +95,8 @@ def run_job(cfg: DictConfig, run_dir: Path, train: Callable[[DictConfig, Path], 
     job = _job(cfg, run_dir, train)
     JOBS.append(job)
     if journal is not None:
-        write_text_atomically(journal, json.dumps({**asdict(job), "folder": str(run_dir.absolute())}))
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        write_text_whole(journal, json.dumps({**asdict(job), "folder": str(run_dir.absolute())}))
     return job.best_val_acc
 
 
@@ -155,17 +157,6 @@ def _failed(run_dir: Path, message: str, details: str = "", write: bool = True) 
 def failed_jobs() -> list[Job]:
     """The jobs of the last sweep that failed, in this process or any other (its summary's count)."""
     return FAILED
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write beside `path`, then rename: readers see the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{HOST}.{os.getpid()}.tmp")
-    try:
-        temporary.write_text(text)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def journal_entry(sweep_dir: str | Path, job_num: int) -> Path | None:

@@ -11,16 +11,14 @@ Each configuration is named as `cnnbench-report --baseline` takes it (model, and
 every row shares), the shared ones above the plots: the picture reads without the table.
 """
 
-import io
 import math
-import os
 import statistics
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw
 
-from cnnbench.claim import HOST
+from cnnbench import files
 from cnnbench.comparison import row_labels
 from cnnbench.figures import (
     BLACK,
@@ -59,9 +57,9 @@ def write_sweep_figures(folder: Path, rows: list[dict[str, Any]]) -> dict[str, s
     written = {}
     curves = curves_figure([row for row, _ in shown], colours, entries, context)
     if curves:
-        _write_png(folder / CURVES, curves)
+        write_png(folder / CURVES, curves)
         written[CURVES] = "validation accuracy and loss against epoch, mean ± 1 std over seeds"
-    _write_png(folder / COST, cost_figure([row for row, _ in shown], colours, entries, context))
+    write_png(folder / COST, cost_figure([row for row, _ in shown], colours, entries, context))
     written[COST] = "best validation accuracy against parameters, MACs and images/s, with the Pareto front"
     return written
 
@@ -157,13 +155,6 @@ def _figure(title: str, context: str, plots: Image.Image, entries: list[tuple[st
     return stack([header, plots, legend_image(WIDTH, entries)])
 
 
-def _write_png(path: Path, image: Image.Image) -> None:
-    # beside it, then renamed, as the leaderboard's files are: a reader never sees half a picture
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    temporary = path.with_name(f".{path.name}.{HOST}.{os.getpid()}.tmp")
-    try:
-        temporary.write_bytes(buffer.getvalue())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+def write_png(path: Path, image: Image.Image) -> None:
+    """A picture, whole or not at all, as the leaderboard's files: a reader never sees half of one."""
+    files.write_whole(path, lambda file: image.save(file, format="PNG"))

@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 
-from cnnbench import checkpoint, data, run
+from cnnbench import data, files, run
 
 SIGNALS = {"kill": [signal.SIGKILL], "term": [signal.SIGTERM], "int": [signal.SIGINT],
            "int-twice": [signal.SIGINT, signal.SIGINT], "error": []}
@@ -67,7 +67,7 @@ def faults_at(fault: str, at: str) -> Iterator[None]:
                 yield batch
         return wrapper
 
-    real_write = checkpoint._atomic_write
+    real_write = files.write_whole
 
     def atomic_write(path, write):
         place_here = f"save:{path.name}"
@@ -82,7 +82,7 @@ def faults_at(fault: str, at: str) -> Iterator[None]:
 
     patched = [(data.MemoryLoader, "__iter__", counting(data.MemoryLoader.__iter__)),
                (data.EpochDataLoader, "__iter__", counting(data.EpochDataLoader.__iter__)),
-               (checkpoint, "_atomic_write", atomic_write)]
+               (files, "write_whole", atomic_write)]
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patched]
     for owner, name, replacement in patched:
         setattr(owner, name, replacement)
