@@ -195,7 +195,7 @@ COUNTED = ("trained", "resumed", "skipped", "failed", "running elsewhere", "unfi
 
 def tally(jobs: list[Job], states: dict[Path, str]) -> dict[str, list[Job]]:
     """The jobs under what the summary counts each as, now that the sweep has ended: what this
-    sweep's processes did, or what the run folder (`states`: report.RunInfo.status) says now when
+    sweep's processes did, or what the run folder (`states`: runs.RunInfo.status) says now when
     another process had it. A run that failed here or anywhere counts as failed."""
     counted: dict[str, list[Job]] = {name: [] for name in COUNTED}
     for job in jobs:
