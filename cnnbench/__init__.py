@@ -1,6 +1,6 @@
 """cnnbench: train and compare the classic convolutional networks from one command line."""
 
-from cnnbench.config import register_resolvers
+from cnnbench.config.resolvers import register_resolvers
 
 __version__ = "0.1.0"
 

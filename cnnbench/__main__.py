@@ -1,5 +1,5 @@
 """`python -m cnnbench` = the `cnnbench` command (torchrun needs a module to start)."""
 
-from cnnbench.run import main
+from cnnbench.cli.train import main
 
 main()

@@ -1,17 +1,24 @@
-"""Files written whole or not at all: beside their place, flushed to disk, then renamed over it
-(a rename is atomic within a folder), so a crash, a kill -9 or a reader at any moment finds the
-old file or the new one, never half of one. Checkpoints, metrics.json, the leaderboard and its
-pictures, a sweep's journal are all written so."""
+"""Files: written whole or not at all, locked while one process works on them, and never
+written over when cnnbench did not write them.
 
+Whole: a file is written beside its place, flushed to disk, then renamed over it (a rename is
+atomic within a folder), so a crash, a kill -9 or a reader at any moment finds the old file or the
+new one, never half of one. Checkpoints, metrics.json, the leaderboard and its pictures, a sweep's
+journal are all written so.
+"""
+
+import contextlib
+import json
+import logging
 import os
-import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from cnnbench.errors import CnnbenchError
+from cnnbench.runtime.host import HOST
 
-HOST = socket.gethostname()
+log = logging.getLogger("cnnbench")
 
 
 def write_whole(path: Path, write: Callable[[BinaryIO], object]) -> None:
@@ -35,3 +42,55 @@ def write_whole(path: Path, write: Callable[[BinaryIO], object]) -> None:
 def write_text_whole(path: Path, text: str) -> None:
     """write_whole for text (UTF-8)."""
     write_whole(path, lambda file: file.write(text.encode()))
+
+
+@contextlib.contextmanager
+def locked(path: Path, waiting: str | None = None) -> Iterator[None]:
+    """Hold an exclusive lock (flock) on the file `path`, created if need be, while the block runs;
+    wait for another holder first, saying `waiting` once if there is one. Where the file system or
+    the platform has no locks, go on without."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock; two processes at once may do the work twice
+        yield
+        return
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        with contextlib.suppress(OSError):  # no locks on this file system: go on without
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if waiting:
+                    log.info(waiting)
+                fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing the file releases its lock
+
+
+# How the CSV files of cnnbench's tools begin, by tool (its JSON files say their tool in "tool").
+CSV_HEADERS = {"file,class_1,probability_1": "cnnbench-predict"}
+
+
+def written_by(path: Path) -> str | None:
+    """The cnnbench tool that wrote a file: named in its JSON, or known by its CSV header."""
+    try:
+        if path.suffix == ".csv":
+            with open(path, encoding="utf-8") as file:
+                first = file.readline()
+            return next((tool for header, tool in CSV_HEADERS.items() if first.startswith(header)), None)
+        return json.loads(path.read_text(encoding="utf-8")).get("tool")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None
+
+
+def check_output(path: Path, tool: str) -> None:
+    """Refuse to overwrite a file unless an earlier run of `tool` wrote it, or to write into no folder."""
+    if not path.parent.is_dir():
+        raise CnnbenchError(f"out={path}: the folder {path.parent} does not exist")
+    if not path.exists():
+        return
+    if path.is_file() and written_by(path) == tool:
+        return
+    raise CnnbenchError(f"{path} exists and was not written by {tool}; choose another out=PATH "
+                        "or remove the file")

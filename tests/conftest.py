@@ -52,6 +52,13 @@ def require_module(name: str, how: str):
         require(False, f"the Python module {name}", how)
 
 
+def progress(checkpoint: dict):
+    """A checkpoint's saved progress (epoch, step, best accuracy, history...) as the run state."""
+    from cnnbench.engine.state import RunState
+
+    return RunState.from_checkpoint(checkpoint)
+
+
 def learnable_images(count: int, num_classes: int, shape: tuple[int, ...], seed: int
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images whose class sets a bright block's position: easy to learn, not trivial."""

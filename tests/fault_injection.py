@@ -25,7 +25,10 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 
-from cnnbench import data, files, run
+from cnnbench import files
+from cnnbench.cli import train as run
+from cnnbench.data.loader import EpochDataLoader
+from cnnbench.data.memory import MemoryLoader
 
 SIGNALS = {"kill": [signal.SIGKILL], "term": [signal.SIGTERM], "int": [signal.SIGINT],
            "int-twice": [signal.SIGINT, signal.SIGINT], "error": []}
@@ -58,7 +61,7 @@ def faults_at(fault: str, at: str) -> Iterator[None]:
     def counting(iterate):
         @functools.wraps(iterate)
         def wrapper(loader):
-            training = loader.shuffle if isinstance(loader, data.MemoryLoader) else loader.sampler.shuffle
+            training = loader.shuffle if isinstance(loader, MemoryLoader) else loader.sampler.shuffle
             kind = "train-batch" if training else "val-batch"
             for batch in iterate(loader):
                 seen[kind] += 1
@@ -80,8 +83,8 @@ def faults_at(fault: str, at: str) -> Iterator[None]:
             write = write_half
         return real_write(path, write)
 
-    patched = [(data.MemoryLoader, "__iter__", counting(data.MemoryLoader.__iter__)),
-               (data.EpochDataLoader, "__iter__", counting(data.EpochDataLoader.__iter__)),
+    patched = [(MemoryLoader, "__iter__", counting(MemoryLoader.__iter__)),
+               (EpochDataLoader, "__iter__", counting(EpochDataLoader.__iter__)),
                (files, "write_whole", atomic_write)]
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patched]
     for owner, name, replacement in patched:

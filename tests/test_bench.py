@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import FASHION_MNIST_SYSTEM, GET_FASHION_MNIST, GET_SHARED_DATA, SHARED_DATA, require_data
 
 
@@ -15,7 +14,7 @@ def test_quick_benchmark_prints_a_row_per_case(tmp_path):
     require_data(FASHION_MNIST_SYSTEM / "train-images-idx3-ubyte.gz", GET_FASHION_MNIST)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "cifar-10-batches-py").symlink_to(SHARED_DATA / "cifar-10-batches-py")
-    result = subprocess.run([sys.executable, "-m", "cnnbench.bench", "--quick", "--data-root",
+    result = subprocess.run([sys.executable, "-m", "cnnbench.cli.bench", "--quick", "--data-root",
                              str(tmp_path / "data")], cwd=tmp_path, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr
@@ -55,7 +54,7 @@ def test_quick_process_benchmark_prints_every_measure(tmp_path):
     require_data(FASHION_MNIST_SYSTEM / "train-images-idx3-ubyte.gz", GET_FASHION_MNIST)
     (tmp_path / "data" / "MNIST").mkdir(parents=True)
     (tmp_path / "data" / "MNIST" / "raw").symlink_to(SHARED_DATA / "MNIST" / "raw")
-    result = subprocess.run([sys.executable, "-m", "cnnbench.bench", "--process", "--quick", "--data-root",
+    result = subprocess.run([sys.executable, "-m", "cnnbench.cli.bench", "--process", "--quick", "--data-root",
                              str(tmp_path / "data")], cwd=tmp_path, capture_output=True, text=True,
                             timeout=900)
     assert result.returncode == 0, result.stderr

@@ -17,16 +17,16 @@ from test_cli import assert_one_line_error
 from test_configs import run_cli
 from test_faults import inject
 
-from cnnbench import report
-from cnnbench.claim import CLAIM_FILE, HOST, STALE_AFTER_S, Claimed, claim, read_holder
-from cnnbench.train import train
+from cnnbench.cli import report
+from cnnbench.engine.train import train
+from cnnbench.sweep.claims import CLAIM_FILE, HOST, STALE_AFTER_S, Claimed, claim, read_holder
 
 # A process that claims the folder given, says what it found, and holds the claim until its stdin
 # has a line (or closes): a worker in the middle of a run, as far as other processes can tell.
 CLAIMER = """
 import sys
 from pathlib import Path
-from cnnbench.claim import Claimed, claim
+from cnnbench.sweep.claims import Claimed, claim
 try:
     with claim(Path(sys.argv[1])) as stale:
         print("claimed", "over " + stale.where if stale else "free", flush=True)

@@ -5,14 +5,13 @@ import subprocess
 import sys
 
 import pytest
-
 from test_cli import assert_one_line_error
 
 COMMANDS = {  # each prints to stdout before anything else can go wrong
     "cnnbench": ["-m", "cnnbench", "--help"],
-    "cnnbench-summary": ["-m", "cnnbench.summary", "model=lenet"],
-    "cnnbench-report": ["-m", "cnnbench.report", "--help"],
-    "cnnbench-eval": ["-m", "cnnbench.evaluate", "--help"],
+    "cnnbench-summary": ["-m", "cnnbench.cli.summary", "model=lenet"],
+    "cnnbench-report": ["-m", "cnnbench.cli.report", "--help"],
+    "cnnbench-eval": ["-m", "cnnbench.cli.evaluate", "--help"],
 }
 
 

@@ -3,13 +3,12 @@ out-of-range optimizer, scheduler, data or model value is one line naming the ke
 what is allowed, never a traceback from torch or a run with a nonsensical schedule."""
 
 import pytest
-
-from cnnbench.config import check_config
-from cnnbench.errors import CnnbenchError
-
 from conftest import REPO
 from test_cli import assert_one_line_error
 from test_configs import run_cli
+
+from cnnbench.config.checks import check_config
+from cnnbench.errors import CnnbenchError
 
 SCHEDULERS = sorted(p.stem for p in (REPO / "conf" / "scheduler").glob("*.yaml"))
 OPTIMIZERS = sorted(p.stem for p in (REPO / "conf" / "optimizer").glob("*.yaml"))

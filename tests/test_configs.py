@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from cnnbench.config import check_config
-from cnnbench.build import build_optimizer
-
-from conftest import REPO
+from cnnbench.config.checks import check_config
+from cnnbench.engine.build import build_optimizer
 
 GROUPS = {group: sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
           for group in ("model", "data", "optimizer", "scheduler")}

@@ -6,12 +6,11 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import learnable_images, write_idx, write_idx_dataset, write_image_folder
 from PIL import Image
 
 from cnnbench.data import MemoryLoader, build_data, random_crop_flip, stratified_split
 from cnnbench.errors import CnnbenchError
-
-from conftest import learnable_images, write_idx, write_idx_dataset, write_image_folder
 
 CPU = torch.device("cpu")
 
@@ -288,8 +287,8 @@ def test_extracted_and_gz_files_read_the_same(tmp_path):
 
 
 def test_memory_and_dataloader_paths_score_the_same_weights_alike(compose_config, idx_root):
+    from cnnbench.engine.validation import evaluate
     from cnnbench.models import get_model
-    from cnnbench.train import evaluate
 
     torch.manual_seed(0)
     model = get_model("lenet")
@@ -302,7 +301,7 @@ def test_memory_and_dataloader_paths_score_the_same_weights_alike(compose_config
 
 def test_image_folder_scales_16_bit_images_as_predict_does(tmp_path):
     from cnnbench.data import ImageFiles
-    from cnnbench.use import open_image
+    from cnnbench.inference.predict import open_image
 
     write_image_folder(tmp_path / "pets", classes=("cat", "dog"), per_class=2)
     deep = (np.arange(40 * 48).reshape(40, 48) * 30).astype(np.uint16)  # 0 .. 57,570 of 65,535

@@ -7,13 +7,14 @@ import logging
 
 import pytest
 import torch
+from conftest import progress
 
-from cnnbench import config
-from cnnbench.checkpoint import restore_rng
-from cnnbench.device import autocast, rng_state
-from cnnbench.evaluate import evaluate_checkpoint
-from cnnbench.train import train
-from cnnbench.validation import evaluate
+from cnnbench.config import resolvers
+from cnnbench.engine.checkpoint import restore_rng
+from cnnbench.engine.train import train
+from cnnbench.engine.validation import evaluate
+from cnnbench.inference.evaluate import evaluate_checkpoint
+from cnnbench.runtime.device import autocast, rng_state
 
 
 @pytest.mark.parametrize("gpus, per_gpu, expected", [
@@ -24,13 +25,13 @@ from cnnbench.validation import evaluate
 def test_parallel_jobs_take_the_gpus_in_turn(monkeypatch, gpus, per_gpu, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
-    assert [config._device_for_job(job, per_gpu) for job in range(6)] == expected
+    assert [resolvers._device_for_job(job, per_gpu) for job in range(6)] == expected
 
 
 def test_the_joblib_preset_gives_each_job_a_device_and_a_share_of_the_cores(compose_config):
     cfg = compose_config("launcher=joblib")
     assert cfg.jobs_per_gpu == 1
-    assert "device_for_job" in str(config.OmegaConf.to_container(cfg)["device"])
+    assert "device_for_job" in str(resolvers.OmegaConf.to_container(cfg)["device"])
 
 
 def test_fp32_enters_no_autocast_and_mixed_precision_does():
@@ -49,7 +50,7 @@ def test_a_checkpoint_from_a_bigger_machine_is_evaluated_here_with_a_note(compos
     result = evaluate_checkpoint(tmp_path / "big.pt")
     note = capsys.readouterr().err
     assert "trained on device=cuda:3, which this machine does not have; using device=auto" in note
-    assert result["accuracy"] == checkpoint["best_val_acc"]
+    assert result["accuracy"] == progress(checkpoint).best_val_acc
     evaluate_checkpoint(tmp_path / "big.pt", ["device=cpu"])  # chosen here: no note
     assert "note" not in capsys.readouterr().err
 

@@ -50,7 +50,7 @@ def test_uneven_and_empty_validation_shards_count_every_image_once(tmp_path, num
     reported = dict(re.findall(r"rank (\d): best val acc ([0-9.]+)", result.stdout))
     assert float(reported["0"]) == float(reported["1"]) == pytest.approx(metrics["best_val_acc"], abs=1e-6)
     # one process scoring the same weights on all the images, each once, finds the same accuracy
-    from cnnbench.evaluate import evaluate_checkpoint
+    from cnnbench.inference.evaluate import evaluate_checkpoint
 
     single = evaluate_checkpoint(tmp_path / "run" / "best.pt", ["device=cpu"])
     assert single["images"] == num_val and single["accuracy"] == pytest.approx(metrics["best_val_acc"])
@@ -60,8 +60,8 @@ SCRIPT = """
 import sys, torch
 from hydra import compose, initialize_config_module
 import cnnbench
-from cnnbench import distributed
-from cnnbench.build import build_run
+from cnnbench.runtime import distributed
+from cnnbench.engine.build import build_run
 with initialize_config_module(config_module="cnnbench.conf", version_base="1.3"):
     cfg = compose("config", overrides=sys.argv[1:])
 run = build_run(cfg)
@@ -122,7 +122,7 @@ def test_the_weight_average_is_the_same_on_every_process(tmp_path):
                       "ema.best_by=ema", "hydra.run.dir=run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    from cnnbench.evaluate import evaluate_checkpoint
+    from cnnbench.inference.evaluate import evaluate_checkpoint
 
     single = evaluate_checkpoint(tmp_path / "run" / "best.pt", ["device=cpu"])  # rank 0's average
     best = next(r for r in metrics["history"] if r["epoch"] == metrics["best_epoch"])

@@ -9,13 +9,13 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from cnnbench.checkpoint import load_checkpoint
-from cnnbench.ema import WeightAverage
-from cnnbench.evaluate import evaluate_checkpoint
-from cnnbench.export import export
-from cnnbench.metrics import time_to_accuracy
-from cnnbench.predict import predict
-from cnnbench.train import train
+from cnnbench.engine.checkpoint import load_checkpoint
+from cnnbench.engine.ema import WeightAverage
+from cnnbench.engine.metrics import time_to_accuracy
+from cnnbench.engine.train import train
+from cnnbench.inference.evaluate import evaluate_checkpoint
+from cnnbench.inference.export import export
+from cnnbench.inference.predict import predict
 
 SMALL = ["data=fake", "data.num_train=128", "data.num_val=64", "batch_size=32", "device=cpu",
          "model=mlp", "model.hidden=[32]", "model.dropout=0.2", "data.augment.hflip=true"]

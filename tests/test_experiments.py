@@ -9,20 +9,20 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import REPO, write_cifar10, write_idx_dataset
 from omegaconf import OmegaConf
 from PIL import Image
+from test_configs import run_cli
 from torch import nn
 from torchvision.transforms import v2
 
-from cnnbench.config import check_config
+from cnnbench.config.checks import check_config
 from cnnbench.data import build_data, permute_pixels, pixel_permutation, sample_transform
+from cnnbench.engine.train import train
+from cnnbench.engine.validation import evaluate
 from cnnbench.errors import CnnbenchError
+from cnnbench.inference.predict import preprocess
 from cnnbench.models import get_model
-from cnnbench.train import evaluate, train
-from cnnbench.use import preprocess
-
-from conftest import REPO, write_cifar10, write_idx_dataset
-from test_configs import run_cli
 
 EXPERIMENTS = sorted(path.stem for path in (REPO / "conf" / "experiment").glob("*.yaml"))
 D2L = [name for name in EXPERIMENTS if name.startswith("d2l_")]

@@ -26,15 +26,15 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from cnnbench.checkpoint import load_checkpoint
-from cnnbench.config import check_config
-from cnnbench.errors import CnnbenchError
-from cnnbench.faults import MAX_SKIPPED_IN_A_ROW, DivergedError
-from cnnbench.train import train
-from conftest import write_image_folder
+from conftest import progress, write_image_folder
 from test_cli import assert_one_line_error
 from test_configs import run_cli
+
+from cnnbench.config.checks import check_config
+from cnnbench.engine.checkpoint import load_checkpoint
+from cnnbench.engine.faults import MAX_SKIPPED_IN_A_ROW, DivergedError
+from cnnbench.engine.train import train
+from cnnbench.errors import CnnbenchError
 
 INJECT = Path(__file__).parent / "fault_injection.py"
 
@@ -69,7 +69,7 @@ def assert_same_run(run_dir: Path, reference: Path) -> None:
     assert history(run_dir) == history(reference)
     for name in ("last.pt", "best.pt"):
         ours, theirs = load_checkpoint(run_dir / name), load_checkpoint(reference / name)
-        assert ours["epoch"] == theirs["epoch"] and ours["step"] == theirs["step"] == 0
+        assert ours["epoch"] == theirs["epoch"] and progress(ours).step == progress(theirs).step == 0
         assert all(torch.equal(ours["model"][key], theirs["model"][key]) for key in theirs["model"])
 
 
@@ -115,7 +115,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, uninterrupted, at, extr
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     run_dir = tmp_path / "run"
     checkpoint = load_checkpoint(run_dir / "last.pt")  # the previous checkpoint is intact
-    assert (checkpoint["epoch"], checkpoint["step"]) == (saved_epoch, saved_step)
+    assert (checkpoint["epoch"], progress(checkpoint).step) == (saved_epoch, saved_step)
 
     resumed = run_cli(f"resume={run_dir}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
@@ -154,7 +154,7 @@ def test_a_signal_saves_the_step_says_how_to_resume_and_exits_128_plus_its_numbe
            f"Continue with: cnnbench resume={run_dir}" in stopped.stderr
     assert "Traceback" not in stopped.stderr
     checkpoint = load_checkpoint(run_dir / "last.pt")
-    assert (checkpoint["epoch"], checkpoint["step"]) == (1, 5)
+    assert (checkpoint["epoch"], progress(checkpoint).step) == (1, 5)
 
     resumed = run_cli(f"resume={run_dir}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
@@ -165,7 +165,7 @@ def test_a_signal_saves_the_step_says_how_to_resume_and_exits_128_plus_its_numbe
 def test_a_signal_during_evaluation_keeps_the_epochs_training(tmp_path, uninterrupted):
     stopped = inject("term", "val-batch:6", *RUN, "hydra.run.dir=run", cwd=tmp_path)
     assert stopped.returncode == 143 and "in epoch 2's evaluation" in stopped.stderr
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 16
+    assert progress(load_checkpoint(tmp_path / "run" / "last.pt")).step == 16
     assert run_cli(f"resume={tmp_path / 'run'}", cwd=tmp_path).returncode == 0
     assert_same_run(tmp_path / "run", uninterrupted("memory"))
 
@@ -187,7 +187,7 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path):
     assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1  # the last saved progress
     # at once: not after the step, so nothing of epoch 2 was saved (one Ctrl-C saves step 5)
     last = load_checkpoint(tmp_path / "run" / "last.pt")
-    assert (last["epoch"], last["step"]) == (1, 0)
+    assert (last["epoch"], progress(last).step) == (1, 0)
     assert "stopped at epoch" not in stopped.stderr  # (what one Ctrl-C says after saving the step)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert (metrics["status"], metrics["epochs_done"]) == ("running", 1)
@@ -208,7 +208,7 @@ def test_sigterm_under_torchrun_stops_every_process_after_the_same_step(tmp_path
     assert stopped.returncode != 0
     assert "cnnbench: SIGTERM: stopped at epoch 2, step 5 of 8" in stopped.stderr
     checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
-    assert (checkpoint["epoch"], checkpoint["step"]) == (1, 5)
+    assert (checkpoint["epoch"], progress(checkpoint).step) == (1, 5)
     resumed = subprocess.run([*torchrun, "-m", "cnnbench", f"resume={tmp_path / 'run'}"], cwd=tmp_path,
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -246,16 +246,16 @@ def test_ctrl_c_from_outside_stops_a_sweep_and_a_rerun_finishes_it(tmp_path):
 
 def poison_losses(monkeypatch, bad_steps: set[int]) -> None:
     """Make the training loss NaN at the given optimizer steps (counted over the run, from 0)."""
-    import cnnbench.train
+    import cnnbench.engine.train
 
-    real = cnnbench.train.classification_loss
+    real = cnnbench.engine.train.classification_loss
     calls = iter(range(10**6))
 
     def loss(*args, **kwargs):
         value, logits = real(*args, **kwargs)
         return (value * float("nan") if next(calls) in bad_steps else value), logits
 
-    monkeypatch.setattr(cnnbench.train, "classification_loss", loss)
+    monkeypatch.setattr(cnnbench.engine.train, "classification_loss", loss)
 
 
 def fake_run(compose_config, *overrides: str):
@@ -272,10 +272,10 @@ def test_a_nan_loss_stops_the_run_naming_epoch_and_step(compose_config, tmp_path
     assert last["epoch"] == 1 and all(torch.isfinite(w).all() for w in last["model"].values())
     # best.pt is kept too: epoch 1's, the same weights as last.pt, none of them NaN
     best = load_checkpoint(tmp_path / "run" / "best.pt")
-    assert (best["epoch"], best["step"]) == (1, 0)
+    assert (best["epoch"], progress(best).step) == (1, 0)
     assert all(torch.equal(best["model"][key], weights) for key, weights in last["model"].items())
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["best_epoch"] == 1 and metrics["best_val_acc"] == best["best_val_acc"]
+    assert metrics["best_epoch"] == 1 and metrics["best_val_acc"] == progress(best).best_val_acc
 
 
 def test_a_nan_loss_is_never_saved_in_a_mid_epoch_checkpoint(compose_config, tmp_path, monkeypatch):
@@ -283,7 +283,7 @@ def test_a_nan_loss_is_never_saved_in_a_mid_epoch_checkpoint(compose_config, tmp
     with pytest.raises(DivergedError, match="epoch 2, step 3"):
         train(fake_run(compose_config, "checkpoint.every_n_steps=4"), tmp_path / "run")
     last = load_checkpoint(tmp_path / "run" / "last.pt")
-    assert (last["epoch"], last["step"]) == (1, 0)
+    assert (last["epoch"], progress(last).step) == (1, 0)
 
 
 def test_on_nan_skip_batch_leaves_bad_batches_out_and_counts_them(compose_config, tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnnbench.figures import (
+from cnnbench.engine.figures import (
     CARD_WIDTH,
     FONT_SIZE,
     confusion_image,

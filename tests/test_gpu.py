@@ -9,14 +9,14 @@ import sys
 
 import pytest
 import torch
-
-from cnnbench.checkpoint import load_checkpoint
-from cnnbench.evaluate import evaluate_checkpoint
-from cnnbench.export import export
-from cnnbench.predict import predict
-from cnnbench.train import train
-
+from conftest import progress
 from test_faults import assert_same_run, inject
+
+from cnnbench.engine.checkpoint import load_checkpoint
+from cnnbench.engine.train import train
+from cnnbench.inference.evaluate import evaluate_checkpoint
+from cnnbench.inference.export import export
+from cnnbench.inference.predict import predict
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(),
@@ -58,7 +58,7 @@ def test_a_cuda_checkpoint_is_used_here_and_on_the_cpu(compose_config, tmp_path)
     best = tmp_path / "run" / "best.pt"
     on_gpu = evaluate_checkpoint(best)
     on_cpu = evaluate_checkpoint(best, ["device=cpu"])
-    assert on_gpu["accuracy"] == load_checkpoint(best)["best_val_acc"]
+    assert on_gpu["accuracy"] == progress(load_checkpoint(best)).best_val_acc
     assert abs(on_cpu["accuracy"] - on_gpu["accuracy"]) <= 2 / on_gpu["images"]  # kernels round apart
     Image.new("RGB", (40, 30), (200, 30, 30)).save(tmp_path / "red.png")
     rows_gpu, _ = predict(best, [tmp_path / "red.png"], topk=3, device="cuda")
@@ -81,7 +81,7 @@ def test_two_gpus_with_nccl_and_an_uneven_validation_set(tmp_path):
 def test_the_benchmark_runs_on_cuda(tmp_path):
     from conftest import SHARED_DATA
 
-    result = subprocess.run([sys.executable, "-m", "cnnbench.bench", "--quick", "--device", "cuda",
+    result = subprocess.run([sys.executable, "-m", "cnnbench.cli.bench", "--quick", "--device", "cuda",
                              "--case", "cifar10", "--data-root", str(SHARED_DATA)], cwd=tmp_path,
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]

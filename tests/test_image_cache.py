@@ -19,9 +19,9 @@ from PIL import Image
 from cnnbench.data import build_data, cache
 from cnnbench.data.augment import Augment, resized_crop, resized_crop_boxes
 from cnnbench.data.memory import MemoryLoader
+from cnnbench.engine.train import train
 from cnnbench.errors import CnnbenchError
-from cnnbench.evaluate import evaluate_checkpoint
-from cnnbench.train import train
+from cnnbench.inference.evaluate import evaluate_checkpoint
 
 CPU = torch.device("cpu")
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_module
 
-from cnnbench.run import main as cnnbench_main
-from cnnbench.run import missing_plugin
+from cnnbench.cli.arguments import CommandLine, missing_plugin
+from cnnbench.cli.train import main as cnnbench_main
 
 TINY = ["data=fake", "data.num_train=64", "data.num_val=32", "batch_size=32", "epochs=1"]
 
@@ -72,10 +72,10 @@ def test_slurm_preset_composes():
 
 
 def test_a_missing_plugin_is_named_with_the_install_command(tmp_path, monkeypatch, capsys):
-    missing = missing_plugin(["model=lenet", "launcher=joblib"], installed=lambda module: False)
+    missing = missing_plugin(CommandLine.read(["model=lenet", "launcher=joblib"]), installed=lambda module: False)
     assert missing == "launcher=joblib"
-    assert missing_plugin(["launcher=joblib"], installed=lambda module: True) is None
-    assert missing_plugin(["model=lenet"], installed=lambda module: False) is None
+    assert missing_plugin(CommandLine.read(["launcher=joblib"]), installed=lambda module: True) is None
+    assert missing_plugin(CommandLine.read(["model=lenet"]), installed=lambda module: False) is None
     # What the user sees, through the command's own entry point, as if the sweep extra were not
     # installed: Python finds none of the Hydra plugin modules.
     find_spec = importlib.util.find_spec

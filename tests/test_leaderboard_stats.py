@@ -13,10 +13,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from cnnbench import report
-from cnnbench.comparison import confidence_interval, row_labels, welch_p
-from cnnbench.figures import palette
-from cnnbench.sweep_figures import COST, CURVES, pareto_front
+from cnnbench.cli import report
+from cnnbench.engine.figures import palette
+from cnnbench.leaderboard.pictures import COST, CURVES, pareto_front
+from cnnbench.leaderboard.statistics import confidence_interval, row_labels, welch_p
 
 EPYC = {"cnnbench": "0.1.0", "python": "3.12.3", "torch": "2.6.0", "torchvision": "0.21.0", "cuda": None,
         "cudnn": None, "device": "cpu", "device_name": "AMD EPYC 7B13", "cpu_cores": 2, "hostname": "a",

@@ -11,12 +11,10 @@ import sys
 
 import pytest
 import torch
+from conftest import FASHION_MNIST_SYSTEM, GET_FASHION_MNIST, GET_SHARED_DATA, REPO, SHARED_DATA, require_data
 
 from cnnbench.data import build_data
-from cnnbench.train import train
-
-from conftest import (FASHION_MNIST_SYSTEM, GET_FASHION_MNIST, GET_SHARED_DATA, REPO, SHARED_DATA,
-                      require_data)
+from cnnbench.engine.train import train
 
 
 @pytest.mark.slow

@@ -8,13 +8,12 @@ import textwrap
 
 import pytest
 import torch
-
-from cnnbench.checkpoint import load_checkpoint
-from cnnbench.data import build_data
-from cnnbench.train import train
-
 from conftest import write_idx_dataset
 from test_configs import run_cli
+
+from cnnbench.data import build_data
+from cnnbench.engine.checkpoint import load_checkpoint
+from cnnbench.engine.train import train
 
 # measures of the machine, not of the run
 TIMING = ("images_per_sec", "epoch_time_s", "warmup_s", "page_faults")
@@ -53,7 +52,7 @@ def test_freed_memory_is_kept_for_the_next_step_unless_turned_off(tmp_path):
     # are freed and allocated again; malloc that keeps them faults none of their pages in again.
     script = textwrap.dedent("""
         import resource, sys, torch
-        from cnnbench.allocator import keep_freed_memory
+        from cnnbench.runtime.allocator import keep_freed_memory
         applied = keep_freed_memory() if sys.argv[1] == "keep" else False
         torch.set_num_threads(1)  # the main thread's heap alone: the same allocations every run
         torch.ones(2**24)  # a first allocation, faulted in either way

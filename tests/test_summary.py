@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from cnnbench.summary import summarize
+from cnnbench.cli.summary import summarize
 
 
 def test_lenet_summary_on_fashion_mnist_matches_the_textbook(compose_config):
@@ -30,13 +30,13 @@ def test_summary_follows_resize_and_channels(compose_config):
 
 @pytest.mark.slow
 def test_summary_command(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "cnnbench.summary", "model=vgg11", "data=cifar10",
+    result = subprocess.run([sys.executable, "-m", "cnnbench.cli.summary", "model=vgg11", "data=cifar10",
                              "model.width_ratio=0.25"], cwd=tmp_path, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert "vgg11 on cifar10: input 3x32x32" in result.stdout and "total parameters:" in result.stdout
     assert list(tmp_path.iterdir()) == []  # prints only: no run folder, no log
-    bad = subprocess.run([sys.executable, "-m", "cnnbench.summary", "model=vgg11", "+model.depth=3"],
+    bad = subprocess.run([sys.executable, "-m", "cnnbench.cli.summary", "model=vgg11", "+model.depth=3"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "vgg11() got an unexpected keyword argument 'depth'" in bad.stderr

@@ -15,13 +15,15 @@ import pytest
 from fault_injection import faults_at
 from test_faults import assert_same_run, inject
 
-from cnnbench import report
-from cnnbench import sweep as sweeps
-from cnnbench.claim import HOST, read_holder
-from cnnbench.config import run_folder
+from cnnbench.cli import report
+from cnnbench.config.resolvers import run_folder
+from cnnbench.engine.train import train
 from cnnbench.errors import Interrupted
-from cnnbench.sweep import plan
-from cnnbench.train import train
+from cnnbench.runtime.host import HOST
+from cnnbench.sweep import jobs as sweeps
+from cnnbench.sweep.claims import read_holder
+from cnnbench.sweep.jobs import plan
+from cnnbench.sweep.journal import read_journal
 
 # Tiny runs: about a second of training per job; starting the process costs more.
 SMALL = ["data=fake", "data.num_train=64", "data.num_val=32", "batch_size=32"]
@@ -86,21 +88,21 @@ def test_the_run_folder_decides_skip_resume_or_fresh(tmp_path):
 
 
 def test_any_exception_fails_only_its_job(tmp_path, compose_config, monkeypatch, capsys):
-    monkeypatch.setattr(sweeps, "JOBS", [])
-
-    def broken_train(cfg, run_dir):
+    def broken_train(cfg, run_dir, resume):
         raise RuntimeError("out of memory\nmore detail")
 
     cfg = compose_config("data=fake")
-    assert sweeps.run_job(cfg, tmp_path / "a", broken_train) is None
-    assert sweeps.run_job(cfg, tmp_path / "b", lambda cfg, run_dir: {"best_val_acc": 0.5}) == 0.5
-    assert sweeps.run_job(cfg, tmp_path / "b", broken_train) is None  # two jobs, one folder
+    journal = tmp_path / ".jobs" / "this-sweep"  # where the jobs of one sweep note what they did
+    assert sweeps.run_job(cfg, tmp_path / "a", broken_train, journal / "0.json") is None
+    assert sweeps.run_job(cfg, tmp_path / "b", lambda cfg, run_dir, resume: {"best_val_acc": 0.5},
+                          journal / "1.json") == 0.5
+    assert sweeps.run_job(cfg, tmp_path / "b", broken_train, journal / "2.json") is None  # two jobs, one folder
     error = capsys.readouterr().err.splitlines()
     assert len(error) == 2
     assert error[0].startswith(f"cnnbench: error: {tmp_path / 'a'}: RuntimeError: out of memory (traceback")
     assert "the same folder" in error[1]
     assert "Traceback" in (tmp_path / "a" / "error.txt").read_text()
-    assert [job.outcome for job in sweeps.JOBS] == ["failed", "trained", "failed"]
+    assert [job.outcome for job in read_journal(journal)] == ["failed", "trained", "failed"]
 
 
 def test_a_sweep_names_its_folders_and_ends_in_a_leaderboard(two_by_two):

@@ -8,11 +8,12 @@ import torch
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cnnbench.checkpoint import load_checkpoint
 from cnnbench.data import build_data
+from cnnbench.engine.checkpoint import load_checkpoint
+from cnnbench.engine.train import classification_loss, train
+from cnnbench.engine.validation import evaluate
 from cnnbench.errors import CnnbenchError
-from cnnbench.train import classification_loss, evaluate, train
-from cnnbench.use import open_checkpoint, rebuild_model
+from cnnbench.inference.checkpoints import open_checkpoint, rebuild_model
 
 TAGS = {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "perf/images_per_sec"}
 

@@ -16,21 +16,20 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-
-from cnnbench import report
-from cnnbench.checkpoint import load_checkpoint
-from cnnbench.errors import CnnbenchError
-from cnnbench.models import registry
-from cnnbench.run import resume_arguments
-from cnnbench.train import train
-from cnnbench.untrusted import check_saved_overrides
-from cnnbench.use import open_checkpoint
-
 from conftest import write_cifar10
 from test_cli import assert_one_line_error
 from test_configs import run_cli
 from test_use import assert_one_line_error as assert_one_line_tool_error
 from test_use import call_tool, run_tool  # noqa: F401  (call_tool is a fixture)
+
+from cnnbench.cli import report
+from cnnbench.cli.arguments import CommandLine, resume_arguments
+from cnnbench.config.trust import check_saved_overrides
+from cnnbench.engine.checkpoint import load_checkpoint
+from cnnbench.engine.train import train
+from cnnbench.errors import CnnbenchError
+from cnnbench.inference.checkpoints import open_checkpoint
+from cnnbench.models import registry
 
 TINY = ["data=fake", "data.num_train=64", "data.num_val=32", "batch_size=32", "epochs=1", "device=cpu"]
 
@@ -207,7 +206,7 @@ def test_plain_saved_overrides_pass_and_a_typed_key_replaces_the_saved_one(tmp_p
     assert check_saved_overrides(saved, "overrides.yaml") == saved
     # what the user types is trusted: a refused saved key typed anew no longer comes from the file
     folder = saved_run(tmp_path, "data=fake", "+model.width=3")
-    assert resume_arguments([f"resume={folder}", "+model.width=4"]) == [
+    assert resume_arguments(CommandLine.read([f"resume={folder}", "+model.width=4"])).arguments() == [
         "data=fake", f"resume={folder}", "+model.width=4", f"hydra.run.dir={folder}"]
 
 

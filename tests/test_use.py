@@ -14,21 +14,21 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import REPO, progress, require_module, write_idx_dataset, write_image_folder
 from omegaconf import OmegaConf
 from PIL import Image
 from torch import nn
 
-from cnnbench.checkpoint import load_checkpoint
 from cnnbench.data import build_data
+from cnnbench.engine.checkpoint import load_checkpoint
+from cnnbench.engine.train import train
 from cnnbench.errors import CnnbenchError
-from cnnbench.evaluate import evaluate_checkpoint
-from cnnbench.export import export
+from cnnbench.files import check_output
+from cnnbench.inference.checkpoints import rebuild_model
+from cnnbench.inference.evaluate import evaluate_checkpoint
+from cnnbench.inference.export import export
+from cnnbench.inference.predict import find_images, predict, write_predictions
 from cnnbench.models import registry
-from cnnbench.predict import find_images, predict, write_predictions
-from cnnbench.train import train
-from cnnbench.use import check_output, rebuild_model
-
-from conftest import REPO, require_module, write_idx_dataset, write_image_folder
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +55,9 @@ def trained_rgb(tmp_path_factory, compose_config) -> Path:
 
 
 def run_tool(module: str, *arguments: str, cwd: Path) -> subprocess.CompletedProcess:
-    """`python -m cnnbench.<module> ARGS`, as a user types it (seconds each: torch loads again)."""
+    """`python -m cnnbench.cli.<module> ARGS`, as a user types it (seconds each: torch loads again)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", f"cnnbench.{module}", *arguments], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", f"cnnbench.cli.{module}", *arguments], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -67,7 +67,7 @@ def call_tool(capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
 
     def _call(module: str, *arguments: str) -> subprocess.CompletedProcess:
-        main = importlib.import_module(f"cnnbench.{module}").main
+        main = importlib.import_module(f"cnnbench.cli.{module}").main
         monkeypatch.setattr(sys, "argv", [module, *arguments])
         with pytest.raises(SystemExit) as exit_info:
             main()
@@ -107,7 +107,7 @@ def write_test_images(folder: Path) -> list[str]:
 
 def test_eval_reproduces_the_recorded_accuracy_exactly(trained):
     best, last = evaluate_checkpoint(trained.best), evaluate_checkpoint(trained.run / "last.pt")
-    recorded = load_checkpoint(trained.best)["best_val_acc"]
+    recorded = progress(load_checkpoint(trained.best)).best_val_acc
     assert best["accuracy"] == recorded == trained.metrics["best_val_acc"]
     assert last["accuracy"] == trained.metrics["final_val_acc"]
     assert last["loss"] == pytest.approx(trained.metrics["final_val_loss"], rel=1e-6)

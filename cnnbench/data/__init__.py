@@ -11,16 +11,11 @@ Two ways to serve batches, chosen by `data.loader`:
 Reading each dataset from disk is in datasets.py; image files and folders in images.py.
 """
 
-from dataclasses import dataclass
-
 import torch
 from omegaconf import DictConfig
 
-from cnnbench.data.augment import Augment, crop_flip_draws, random_crop_flip
+from cnnbench.data.augment import Augment, random_crop_flip
 from cnnbench.data.datasets import (
-    IDX_FILES,
-    _find_idx_folder,
-    _idx_file,
     load_cifar10,
     load_idx_dataset,
     make_fake,
@@ -29,39 +24,16 @@ from cnnbench.data.datasets import (
     read_idx,
 )
 from cnnbench.data.folder import build_image_folder
-from cnnbench.data.images import (
-    IMAGE_ERRORS,
-    IMAGE_EXTENSIONS,
-    ImageFiles,
-    image_problem,
-    open_image,
-    stratified_split,
-)
-from cnnbench.data.loader import EpochDataLoader, EpochSamples, TensorImages, _data_loader, sample_transform
-from cnnbench.data.memory import Batch, MemoryLoader, OneBatch, epoch_seed, process_rank, shard, shard_size
+from cnnbench.data.images import IMAGE_ERRORS, IMAGE_EXTENSIONS, ImageFiles
+from cnnbench.data.loader import EpochSamples, TensorImages, data_loader, sample_transform
+from cnnbench.data.memory import MemoryLoader, OneBatch, process_rank
+from cnnbench.data.splits import Data, stratified_split
 from cnnbench.errors import CnnbenchError
 
-__all__ = ["IDX_FILES", "IMAGE_ERRORS", "IMAGE_EXTENSIONS", "Batch", "Data", "EpochDataLoader", "ImageFiles",
-           "MemoryLoader", "OneBatch", "build_data", "crop_flip_draws", "epoch_seed", "image_problem",
-           "open_image", "permute_pixels", "pixel_permutation", "random_crop_flip", "read_idx",
-           "sample_transform", "shard", "shard_size", "stratified_split", "_find_idx_folder", "_idx_file"]
-
-
-@dataclass
-class Data:
-    """What a run needs from its dataset: the two batch streams and what the model must match."""
-
-    train: "MemoryLoader | EpochDataLoader"
-    val: "MemoryLoader | EpochDataLoader"
-    classes: list[str]
-    in_channels: int
-    image_size: tuple[int, int]  # height, width of the batches the model sees
-    mean: list[float]  # the normalisation the batches carry (to show or undo it)
-    std: list[float]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
+# What the other packages use, by name
+__all__ = ["IMAGE_ERRORS", "IMAGE_EXTENSIONS", "Data", "ImageFiles", "MemoryLoader", "OneBatch", "build_data",
+           "permute_pixels", "pixel_permutation", "random_crop_flip", "read_idx", "sample_transform",
+           "stratified_split"]
 
 
 LOADERS = {"mnist": load_idx_dataset, "fashion_mnist": load_idx_dataset, "cifar10": load_cifar10}
@@ -109,7 +81,7 @@ def build_data(cfg: DictConfig, *, batch_size: int, seed: int, device: torch.dev
         streams = []
         for (images, labels), train in ((splits["train"], True), (splits["val"], False)):
             samples = TensorImages(images, labels, sample_transform(cfg, train, resize, native))
-            streams.append(_data_loader(EpochSamples(samples, range(len(labels))), batch_size, train,
+            streams.append(data_loader(EpochSamples(samples, range(len(labels))), batch_size, train,
                                         seed, num_workers, device))
     else:
         raise CnnbenchError(f"data.loader={cfg.loader!r}: use memory or torch")

@@ -16,9 +16,8 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -30,12 +29,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from cnnbench.data.images import IMAGE_ERRORS, image_problem, open_image
+from cnnbench.data.splits import Batch
 from cnnbench.errors import CnnbenchError
+from cnnbench.files import locked
+from cnnbench.runtime.host import cpu_cores
 
 log = logging.getLogger("cnnbench")
 
 T = TypeVar("T")
-Batch = tuple[torch.Tensor, torch.Tensor]
 
 # What turns a file into stored pixels; change it when open_image or the resize below changes.
 DECODER = "open_image+interpolate(bilinear,antialias)/1"
@@ -161,7 +162,7 @@ def decode(samples: Sequence[tuple[str, int]], mode: str, size: tuple[int, int],
     than memory can be cached) or into memory: pixels, labels, files and the unreadable ones."""
     channels = 1 if mode == "L" else 3
     shape = (len(samples), channels, *size)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = cpu_cores()
     where = f"into the cache {into.parent.with_suffix('')}" if into else "in memory (data.cache=false)"
     log.info("decoding %s images once, at %dx%d, %s, with %d processes", f"{len(samples):,}", *size,
              where, cores)
@@ -264,26 +265,6 @@ def sampled_digest(path: Path, blocks: int = 64, block: int = 1 << 16) -> str:
             file.seek(offset)
             digest.update(file.read(block))
     return digest.hexdigest()
-
-
-@contextmanager
-def locked(path: Path, waiting: str) -> Iterator[None]:
-    """Hold an exclusive lock on `path` (fcntl.flock); say `waiting` once if another holds it."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no lock; two runs starting at once may decode twice
-        yield
-        return
-    with open(path, "a") as file:
-        try:
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info(waiting)
-            fcntl.flock(file, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(file, fcntl.LOCK_UN)
 
 
 def check_readable(decoded: Decoded, bad_images: str) -> None:

@@ -12,9 +12,8 @@ import torch
 from omegaconf import DictConfig
 
 from cnnbench.data.cache import cached_splits, default_cache_dir
+from cnnbench.data.splits import Batch
 from cnnbench.errors import CnnbenchError
-
-Batch = tuple[torch.Tensor, torch.Tensor]
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck"]
@@ -75,7 +74,8 @@ def read_idx(path: Path) -> torch.Tensor:
     return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(shape)
 
 
-def _find_idx_folder(folders: list[Path]) -> Path | None:
+def find_idx_folder(folders: list[Path]) -> Path | None:
+    """The first of `folders` that holds all four IDX files (.gz or extracted), or None."""
     names = [name for pair in IDX_FILES.values() for name in pair]
     for folder in folders:
         if all((folder / name).exists() or (folder / f"{name}.gz").exists() for name in names):
@@ -83,7 +83,8 @@ def _find_idx_folder(folders: list[Path]) -> Path | None:
     return None
 
 
-def _idx_file(folder: Path, name: str) -> Path:
+def idx_file(folder: Path, name: str) -> Path:
+    """The IDX file `name` in `folder`: extracted if it is there, else the .gz."""
     return folder / name if (folder / name).exists() else folder / f"{name}.gz"
 
 
@@ -93,10 +94,10 @@ def load_idx_dataset(cfg: DictConfig) -> tuple[dict[str, Batch], list[str]]:
     root = Path(cfg.root).expanduser().absolute()
     own = root / folder_name  # torchvision's layout: root/MNIST/raw/...
     folders = [own / "raw", own, root] + [Path(d) for d in cfg.get("search_dirs") or []]
-    folder = _find_idx_folder(folders)
+    folder = find_idx_folder(folders)
     if folder is None and cfg.download:
         _download(folder_name, cfg.name, root)
-        folder = _find_idx_folder(folders)
+        folder = find_idx_folder(folders)
     if folder is None:
         raise CnnbenchError(
             f"{cfg.name}: files not found: expected {', '.join(IDX_FILES['train'] + IDX_FILES['val'])} "
@@ -106,15 +107,15 @@ def load_idx_dataset(cfg: DictConfig) -> tuple[dict[str, Batch], list[str]]:
     def read() -> dict[str, Batch]:
         splits = {}
         for split, (images_name, labels_name) in IDX_FILES.items():
-            images = read_idx(_idx_file(folder, images_name))
-            labels = read_idx(_idx_file(folder, labels_name)).long()
+            images = read_idx(idx_file(folder, images_name))
+            labels = read_idx(idx_file(folder, labels_name)).long()
             if images.ndim != 3 or len(images) != len(labels):
                 raise CnnbenchError(f"{folder}: {images_name} holds {tuple(images.shape)} images but "
                                     f"{labels_name} holds {len(labels)} labels")
             splits[split] = (images.unsqueeze(1), labels)  # add the channel axis
         return splits
 
-    files = [_idx_file(folder, name) for pair in IDX_FILES.values() for name in pair]
+    files = [idx_file(folder, name) for pair in IDX_FILES.values() for name in pair]
     return remembered(cfg, files, read), list(classes)
 
 

@@ -11,9 +11,10 @@ from omegaconf import DictConfig
 
 from cnnbench.data.augment import Augment
 from cnnbench.data.cache import Decoded, check_readable, decoded_images, default_cache_dir
-from cnnbench.data.images import ImageFiles, _image_files, stratified_split
-from cnnbench.data.loader import EpochSamples, _data_loader, sample_transform
+from cnnbench.data.images import ImageFiles, scan_class_folders
+from cnnbench.data.loader import EpochSamples, data_loader, sample_transform
 from cnnbench.data.memory import MemoryLoader, process_rank
+from cnnbench.data.splits import Data, stratified_split
 from cnnbench.errors import CnnbenchError
 
 log = logging.getLogger("cnnbench")
@@ -25,11 +26,9 @@ CROP_MARGIN = 1.25
 
 
 def build_image_folder(cfg: DictConfig, batch_size: int, seed: int, num_workers: int,
-                       device: torch.device):
+                       device: torch.device) -> Data:
     """The train and validation streams of an image folder, already split (train/ + val/ or test/)
     or split here by class."""
-    from cnnbench.data import Data  # the package's own dataclass
-
     root = Path(cfg.root).expanduser().absolute()
     if not root.is_dir():
         raise CnnbenchError(f"data.root={cfg.root}: no such folder")
@@ -39,13 +38,13 @@ def build_image_folder(cfg: DictConfig, batch_size: int, seed: int, num_workers:
     if (root / "train").is_dir():
         if val_dir is None:
             raise CnnbenchError(f"data.root={root} has train/ but no val/ or test/ folder beside it")
-        train_set, val_set = _image_files(root / "train", mode, size), _image_files(val_dir, mode, size)
+        train_set, val_set = scan_class_folders(root / "train", mode, size), scan_class_folders(val_dir, mode, size)
         if train_set.classes != val_set.classes:
             raise CnnbenchError(f"{root / 'train'} and {val_dir} hold different class folders: "
                                 f"{train_set.classes} vs {val_set.classes}")
         train_indices, val_indices = list(range(len(train_set))), list(range(len(val_set)))
     else:
-        train_set = _image_files(root, mode, size)
+        train_set = scan_class_folders(root, mode, size)
         val_set = copy.copy(train_set)  # the same files, with the validation transform
         train_indices, val_indices = stratified_split(train_set.targets, cfg.val_fraction, seed)
     if cfg.train_limit:
@@ -57,8 +56,8 @@ def build_image_folder(cfg: DictConfig, batch_size: int, seed: int, num_workers:
     if cfg.loader == "torch":
         train_set.transform = sample_transform(cfg, train=True, size=size)
         val_set.transform = sample_transform(cfg, train=False, size=size)
-        loaders = [_data_loader(EpochSamples(dataset, indices), batch_size, shuffle, seed, num_workers,
-                                device, cfg.bad_images)
+        loaders = [data_loader(EpochSamples(dataset, indices), batch_size, shuffle, seed, num_workers,
+                               device, cfg.bad_images)
                    for dataset, indices, shuffle in ((train_set, train_indices, True),
                                                      (val_set, val_indices, False))]
     else:

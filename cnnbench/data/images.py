@@ -4,7 +4,6 @@ cnnbench-predict both see it, scanning a class-folder tree, and its stratified s
 import logging
 import os
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +103,7 @@ class ImageFiles(Dataset):
         return self.transform(image), label
 
 
-def _image_files(folder: Path, mode: str, size: tuple[int, int]) -> ImageFiles:
+def scan_class_folders(folder: Path, mode: str, size: tuple[int, int]) -> ImageFiles:
     files = ImageFiles(folder, mode, size)
     if not files.classes:
         raise CnnbenchError(f"data.root={folder} holds no class folders; expected "
@@ -118,19 +117,3 @@ def _image_files(folder: Path, mode: str, size: tuple[int, int]) -> ImageFiles:
         said += [f"{hidden} hidden files or folders"] if hidden else []
         log.warning("%s: left out %s", folder, " and ".join(said))
     return files
-
-
-def stratified_split(targets: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Split indices into train/val keeping each class's share; at least one of each per class."""
-    generator = torch.Generator().manual_seed(seed)
-    by_class: dict[int, list[int]] = {}
-    for index, target in enumerate(targets):
-        by_class.setdefault(target, []).append(index)
-    train, val = [], []
-    for target in sorted(by_class):
-        indices = by_class[target]
-        shuffled = [indices[i] for i in torch.randperm(len(indices), generator=generator).tolist()]
-        n_val = min(max(1, round(len(indices) * val_fraction)), len(indices) - 1)
-        val += shuffled[:n_val]
-        train += shuffled[n_val:]
-    return sorted(train), sorted(val)

@@ -11,7 +11,8 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
 from cnnbench.data.images import image_problem
-from cnnbench.data.memory import Batch, epoch_seed, process_rank, shard, shard_size
+from cnnbench.data.memory import epoch_seed, process_rank, shard, shard_size
+from cnnbench.data.splits import Batch
 from cnnbench.errors import CnnbenchError
 
 log = logging.getLogger("cnnbench")
@@ -146,8 +147,10 @@ class EpochDataLoader(DataLoader):
             self.skipped.add(path)
 
 
-def _data_loader(dataset: EpochSamples, batch_size: int, shuffle: bool, seed: int, num_workers: int,
-                 device: torch.device, bad_images: str = "error") -> EpochDataLoader:
+def data_loader(dataset: EpochSamples, batch_size: int, shuffle: bool, seed: int, num_workers: int,
+                device: torch.device, bad_images: str = "error") -> EpochDataLoader:
+    """A DataLoader over `dataset` with the in-memory loader's shuffle, augmentation and sharding
+    rules (see _EpochSampler)."""
     rank, world = process_rank()
     sampler = _EpochSampler(len(dataset), seed, shuffle, rank, world)
     return EpochDataLoader(

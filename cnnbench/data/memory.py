@@ -9,9 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from cnnbench.data.augment import Augment
-from cnnbench.device import to_device
-
-Batch = tuple[torch.Tensor, torch.Tensor]
+from cnnbench.data.splits import Batch
+from cnnbench.runtime.device import to_device
 
 
 class MemoryLoader:

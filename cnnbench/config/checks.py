@@ -1,0 +1,184 @@
+"""The checks every config passes before a run loads any data: required keys, ranges, booleans,
+choices, and the few rules between keys; each refusal names the key and what is allowed."""
+
+import math
+import numbers
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from cnnbench.errors import CnnbenchError
+
+# (key, lowest, highest, lowest allowed?, highest allowed?, must be an integer?)
+_RANGES = [
+    ("epochs", 1, math.inf, True, False, True),
+    ("batch_size", 1, math.inf, True, False, True),
+    ("seed", 0, math.inf, True, False, True),
+    ("num_workers", 0, math.inf, True, False, True),
+    ("threads", 1, math.inf, True, False, True),
+    ("jobs_per_gpu", 1, math.inf, True, False, True),
+    ("log_every", 1, math.inf, True, False, True),
+    ("limit_batches", 1, math.inf, True, False, True),
+    ("early_stopping.patience", 0, math.inf, True, False, True),
+    ("checkpoint.every_n_steps", 0, math.inf, True, False, True),
+    ("label_smoothing", 0, 1, True, False, False),
+    ("grad_clip", 0, math.inf, True, False, False),
+    ("warmup_epochs", 0, math.inf, True, False, False),
+    ("optimizer.lr", 0, math.inf, False, False, False),
+    ("optimizer.momentum", 0, 1, True, False, False),
+    ("optimizer.weight_decay", 0, math.inf, True, False, False),
+    ("data.val_fraction", 0, 1, False, False, False),
+    ("data.train_limit", 1, math.inf, True, False, True),
+    ("data.num_train", 1, math.inf, True, False, True),
+    ("data.num_val", 1, math.inf, True, False, True),
+    ("data.num_classes", 2, math.inf, True, False, True),
+    ("data.permute_seed", 0, math.inf, True, False, True),
+    ("data.augment.color_jitter", 0, math.inf, True, False, False),
+    ("data.augment.crop_padding", 0, math.inf, True, False, True),
+    ("data.augment.resized_crop_scale", 0, 1, False, True, False),
+    ("data.augment.resized_crop_ratio", 0, math.inf, False, False, False),
+    ("data.memory_budget_gb", 0, math.inf, True, False, False),
+    ("data.image_size", 1, math.inf, True, False, True),  # an int, or [height, width]: each checked
+    ("data.resize", 1, math.inf, True, False, True),
+    ("data.in_channels", 1, math.inf, True, False, True),
+    ("data.std", 0, math.inf, False, False, False),
+    ("data.mean", -math.inf, math.inf, False, False, False),
+    # optimizer options of the presets (a user's own optimizer may have others: not checked)
+    ("optimizer.betas", 0, 1, True, False, False),
+    ("optimizer.eps", 0, math.inf, False, False, False),
+    ("optimizer.dampening", 0, 1, True, True, False),
+    # scheduler options; durations written as ${steps:EPOCHS} are checked once resolved, by torch
+    ("scheduler.eta_min", 0, math.inf, True, False, False),
+    ("scheduler.T_max", 1, math.inf, True, False, True),
+    ("scheduler.gamma", 0, 1, False, True, False),
+    ("scheduler.step_size", 1, math.inf, True, False, True),
+    ("scheduler.milestones", 1, math.inf, True, False, True),
+    ("scheduler.factor", 0, 1, False, True, False),
+    ("scheduler.total_iters", 0, math.inf, True, False, True),
+    ("scheduler.max_lr", 0, math.inf, False, False, False),
+    ("scheduler.total_steps", 1, math.inf, True, False, True),
+    ("scheduler.pct_start", 0, 1, False, False, False),
+    ("scheduler.div_factor", 0, math.inf, False, False, False),
+    ("scheduler.final_div_factor", 0, math.inf, False, False, False),
+    # model options (each model takes some of them)
+    ("model.dropout", 0, 1, True, False, False),
+    ("model.width_ratio", 0, math.inf, False, False, False),
+    ("model.hidden", 1, math.inf, True, False, True),
+    ("model.channels", 1, math.inf, True, False, True),
+    ("model.growth_rate", 1, math.inf, True, False, True),
+    ("model.block_config", 1, math.inf, True, False, True),
+    ("aux_loss_weight", 0, math.inf, True, False, False),
+    ("ema.decay", 0, 1, True, False, False),
+    ("data.accuracy_targets", 0, 1, False, True, False),
+]
+
+# keys that take true or false (a string 'yes' would be truthy and silently mean true)
+_BOOLEANS = ("channels_last", "compile", "sync_bn", "tta", "overfit", "keep_freed_memory", "deterministic",
+             "optimizer.nesterov", "optimizer.amsgrad", "data.download", "data.grayscale", "data.permute_pixels",
+             "data.augment.hflip", "data.cache", "model.batch_norm", "model.aux_logits", "ema.warmup")
+
+
+# key -> the values it may take
+_CHOICES = {
+    "precision": ("fp32", "bf16", "fp16"),
+    "data.loader": ("memory", "torch"),
+    "data.bad_images": ("error", "skip"),
+    "on_nan": ("stop", "skip_batch"),
+    "ema.best_by": ("live", "ema"),
+    "scheduler.anneal_strategy": ("cos", "linear"),
+    "model.stem": ("auto", "imagenet", "cifar"),
+    "model.norm": ("torch", "scratch"),
+    "model.classifier": ("fc", "linear"),
+}
+
+
+def _describe(low: float, high: float, low_ok: bool, high_ok: bool, integer: bool) -> str:
+    kind = "an integer" if integer else "a number"
+    if low == -math.inf:
+        return kind
+    if high == math.inf:
+        return f"{kind} {'>=' if low_ok else '>'} {low}"
+    return f"{kind} in {'[' if low_ok else '('}{low}, {high}{']' if high_ok else ')'}"
+
+
+def _missing_keys(cfg: DictConfig, prefix: str = ""):
+    # OmegaConf.missing_keys resolves interpolations, and ours need steps_per_epoch (set later).
+    for key in cfg:
+        if OmegaConf.is_missing(cfg, key):
+            yield f"{prefix}{key}"
+        elif not OmegaConf.is_interpolation(cfg, key) and isinstance(cfg[key], DictConfig):
+            yield from _missing_keys(cfg[key], f"{prefix}{key}.")
+
+
+# Keys that hold other keys (`early_stopping=3` would replace the group with a number), and one
+# key inside each, for the message.
+_SECTIONS = {"early_stopping": "patience", "checkpoint": "every_n_steps", "data.augment": "hflip",
+             "ema": "decay"}
+
+
+def _literal(cfg: DictConfig, key: str) -> Any:
+    """The value at `key` as written (lists as plain lists); None when absent, null, or an
+    interpolation (${steps:30} is resolved only once the run knows its steps per epoch)."""
+    parent_key, _, name = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key, default=None) if parent_key else cfg
+    if not isinstance(parent, DictConfig) or name not in parent or OmegaConf.is_interpolation(parent, name):
+        return None
+    value = parent[name]
+    if isinstance(value, DictConfig):
+        return value
+    if OmegaConf.is_list(value):  # [${steps:5}, ${steps:8}]: those items too wait for the run
+        return [None if OmegaConf.is_interpolation(value, index) else item
+                for index, item in enumerate(OmegaConf.to_container(value))]
+    return value
+
+
+def _check_number(key: str, value: Any, low: float, high: float, low_ok: bool, high_ok: bool,
+                  integer: bool) -> None:
+    allowed = _describe(low, high, low_ok, high_ok, integer)
+    is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not is_number or (integer and not float(value).is_integer()):
+        raise CnnbenchError(f"{key}={value!r} is not {allowed}")
+    above_low = value >= low if low_ok else value > low
+    below_high = value <= high if high_ok else value < high
+    if not (above_low and below_high):
+        raise CnnbenchError(f"{key}={value} is out of range: must be {allowed}")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise CnnbenchError naming the first key that is missing or out of its allowed range."""
+    missing = sorted(set(_missing_keys(cfg)) - {"steps_per_epoch"})
+    if missing:
+        raise CnnbenchError(f"{missing[0]} is required: set it on the command line, e.g. {missing[0]}=VALUE")
+    for key, inner in _SECTIONS.items():
+        value = OmegaConf.select(cfg, key, default={})
+        if not isinstance(value, DictConfig):
+            raise CnnbenchError(f"{key}={value!r} would replace a group of keys; set a key inside it, "
+                                f"e.g. {key}.{inner}={value}")
+    for key, low, high, low_ok, high_ok, integer in _RANGES:
+        value = _literal(cfg, key)
+        # one number, or a list of them (betas, milestones, [height, width], a mean per channel)
+        items = [(key, value)] if not isinstance(value, list) else [
+            (f"{key}[{index}]", item) for index, item in enumerate(value)]
+        for name, item in items:
+            if item is not None:
+                _check_number(name, item, low, high, low_ok, high_ok, integer)
+    for key in _BOOLEANS:
+        value = _literal(cfg, key)
+        if value is not None and not isinstance(value, bool):
+            raise CnnbenchError(f"{key}={value!r} is not true or false")
+    for key, choices in _CHOICES.items():
+        value = _literal(cfg, key)
+        if value is not None and value not in choices:
+            raise CnnbenchError(f"{key}={value!r} is not one of: {', '.join(choices)}")
+    for key in ("data.augment.resized_crop_scale", "data.augment.resized_crop_ratio"):
+        pair = _literal(cfg, key)
+        if pair is not None and (not isinstance(pair, list) or len(pair) != 2 or pair[0] > pair[1]):
+            raise CnnbenchError(f"{key}={pair} must be [low, high] with low <= high")
+    milestones = _literal(cfg, "scheduler.milestones")
+    if isinstance(milestones, list) and None not in milestones and milestones != sorted(set(milestones)):
+        raise CnnbenchError(f"scheduler.milestones={milestones} must rise: each milestone after the one before")
+    if _literal(cfg, "optimizer.nesterov") and not _literal(cfg, "optimizer.momentum"):
+        raise CnnbenchError("optimizer.nesterov=true needs optimizer.momentum > 0; set a momentum, "
+                            "or optimizer.nesterov=false")
+    if cfg.warmup_epochs >= cfg.epochs and cfg.warmup_epochs > 0:
+        raise CnnbenchError(f"warmup_epochs={cfg.warmup_epochs} must be less than epochs={cfg.epochs}")

@@ -1,0 +1,41 @@
+"""Names in a config: the key a command-line override sets, the model a config names, and the one
+list of keys that say where or how a run runs rather than what it trains.
+
+RUNTIME_KEYS is used alike by sweep folder names (conf/config.yaml takes it through the
+`${runtime_keys:...}` resolver for `override_dirname.exclude_keys`), by the leaderboard's grouping
+of runs into configurations, and by what a resume may change.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+# Where the data is and how it is read, where and how fast a run computes, what it reports,
+# how it logs: runs that differ only in these (and their seed) trained the same thing. (An image
+# folder's data.root says where its images are; what they are is the run's data fingerprint.)
+RUNTIME_KEYS = ("resume", "steps_per_epoch", "num_workers", "log_every", "device", "threads",
+                "keep_freed_memory", "jobs_per_gpu", "launcher", "hparams_search", "data.root",
+                "data.download", "data.search_dirs", "data.cache", "data.cache_dir",
+                "data.memory_budget_gb", "data.accuracy_targets")
+
+
+def override_key(override: str) -> str:
+    """The key a command-line override sets: `+optimizer.lr=0.1` -> `optimizer.lr`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def model_name(model_cfg: Mapping[str, Any] | Any) -> str:
+    """A model config's registered name: its builder's function name (`cnnbench.models.vgg.vgg11`
+    -> `vgg11`); `?` when it names none."""
+    target = model_cfg.get("_target_") if isinstance(model_cfg, Mapping) or hasattr(model_cfg, "get") else None
+    return str(target).rsplit(".", 1)[-1] if target else "?"
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -1,0 +1,66 @@
+"""The resolvers the YAML files use: durations in epochs turned into optimizer steps, a parallel
+job's share of the cores and its GPU, a sweep job's folder name, and the keys left out of it."""
+
+import hashlib
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from cnnbench.config.keys import RUNTIME_KEYS
+from cnnbench.runtime.host import cpu_cores
+
+
+def _steps(epochs: float, *, _root_: DictConfig) -> int:
+    # Schedulers step once per batch; configs speak in epochs, which this turns into steps.
+    return max(1, round(float(epochs) * _root_.steps_per_epoch))
+
+
+def _decay_steps(*, _root_: DictConfig) -> int:
+    # The steps a scheduler runs after warmup, so that e.g. cosine reaches eta_min at the end.
+    return max(1, round((_root_.epochs - _root_.warmup_epochs) * _root_.steps_per_epoch))
+
+
+def _threads_per_job(jobs: int) -> int:
+    # Parallel jobs split the cores this process may use (affinity, not the machine's count).
+    return max(1, cpu_cores() // int(jobs))
+
+
+def _device_for_job(job_number: int, jobs_per_gpu: int) -> str:
+    # Parallel jobs on a machine with GPUs: job n on GPU (n // jobs_per_gpu) mod the GPUs visible
+    # (CUDA_VISIBLE_DEVICES counts), so two jobs never share one unless asked; no GPU: auto.
+    import torch  # resolved in the job, which imports torch anyway
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return f"cuda:{(int(job_number) // int(jobs_per_gpu)) % gpus}" if gpus else "auto"
+
+
+# File systems allow 255 bytes in a name; a longer run name is cut, and a hash of the whole
+# name keeps it distinct from every other.
+MAX_NAME_LENGTH = 200
+
+
+def run_folder(model: str, data: str, overrides: str, seed: Any) -> str:
+    """A sweep job's folder name: model, data, other overrides, seed: `mlp_fake_optimizer.lr=0.01_seed=0`."""
+    name = "_".join(str(part) for part in (model, data, overrides, f"seed={seed}") if str(part))
+    name = name.replace("/", "_")  # a path in a value (data.root=a/b) must not nest folders
+    if len(name) > MAX_NAME_LENGTH:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+        name = f"{name[:MAX_NAME_LENGTH - 9]}_{digest}"
+    return name
+
+
+def _runtime_keys(*also: str) -> list[str]:
+    # hydra.job.config.override_dirname.exclude_keys: the keys that are not what a run trains
+    # (config/keys.py), and those that have their own place in a folder's name (model, data, seed)
+    return [*also, *RUNTIME_KEYS]
+
+
+def register_resolvers() -> None:
+    """Make the resolvers the YAML files use available: steps, decay_steps, threads_per_job,
+    device_for_job, run_folder, runtime_keys."""
+    OmegaConf.register_new_resolver("steps", _steps, replace=True)
+    OmegaConf.register_new_resolver("decay_steps", _decay_steps, replace=True)
+    OmegaConf.register_new_resolver("threads_per_job", _threads_per_job, replace=True)
+    OmegaConf.register_new_resolver("device_for_job", _device_for_job, replace=True)
+    OmegaConf.register_new_resolver("run_folder", run_folder, replace=True)  # hydra.sweep.subdir
+    OmegaConf.register_new_resolver("runtime_keys", _runtime_keys, replace=True)

@@ -1,0 +1,142 @@
+"""Objects from configs: a whole run (device, data, model, optimizer, schedule) by `build_run`,
+the model alone by `build_model`. The one place that calls Hydra's `instantiate`."""
+
+import copy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from cnnbench.config.keys import model_name
+from cnnbench.config.trust import check_plain
+from cnnbench.data import OneBatch, build_data
+from cnnbench.engine.ema import WeightAverage
+from cnnbench.engine.state import Run
+from cnnbench.errors import CnnbenchError
+from cnnbench.models.registry import registered_builder
+from cnnbench.runtime import distributed
+from cnnbench.runtime.allocator import keep_freed_memory
+from cnnbench.runtime.device import (
+    check_precision,
+    deterministic_algorithms,
+    seed_everything,
+    select_device,
+)
+
+
+def build_model(model_cfg: DictConfig | dict[str, Any], source: str | None = None, **shape: Any) -> nn.Module:
+    """The model the config names, told the data's shape (num_classes, in_channels, image_size).
+
+    `source`: the file the config was read from when it is not the user's own (a checkpoint, a
+    run folder): then only a registered builder is called, with plain option values. The user's
+    own configs may name any builder, as Hydra would build it.
+    """
+    if isinstance(model_cfg, DictConfig):
+        # not resolved: a stored config holds no interpolations, and one is refused as such
+        model_cfg = OmegaConf.to_container(model_cfg, resolve=source is None)
+    name = model_name(model_cfg)
+    try:
+        if source is None:
+            return instantiate(model_cfg, **shape, _convert_="all")
+        builder, options = registered_model(model_cfg, source)
+        return builder(**options, **shape)
+    except (InstantiationException, TypeError) as error:
+        # e.g. an option the builder does not take (+model.depth=3)
+        cause = error.__cause__ or error if isinstance(error, InstantiationException) else error
+        raise CnnbenchError(f"model: {name} cannot be built: {str(cause).splitlines()[0]}") from None
+
+
+def registered_model(model_cfg: Any, source: str) -> tuple[Any, dict[str, Any]]:
+    """The registered builder a stored model config names, and its plain options; CnnbenchError
+    when it names anything else (only a registered builder is ever called for a stored config)."""
+    if not isinstance(model_cfg, Mapping) or not isinstance(model_cfg.get("_target_"), str):
+        raise CnnbenchError(f"{source}: model._target_ is missing: this config names no model")
+    target = model_cfg["_target_"]
+    builder = registered_builder(target)
+    if builder is None:
+        raise CnnbenchError(
+            f"{source}: model._target_={target} is refused: not a model in cnnbench's registry (a stored "
+            "config may only name a registered model; register your own with cnnbench.models.register_model "
+            "in a package that declares a 'cnnbench.models' entry point)")
+    options = {name: value for name, value in model_cfg.items() if name != "_target_"}
+    check_plain(options, "model", source)
+    return builder, options
+
+
+def build_optimizer(cfg: DictConfig, model: nn.Module):
+    """The optimizer and per-step scheduler the config names, with optional linear warmup."""
+    # _convert_="all": plain lists in the optimizer's state, so checkpoints stay plain data.
+    optimizer = instantiate(cfg.optimizer, _convert_="all")(model.parameters())
+    warmup_steps = round(cfg.warmup_epochs * cfg.steps_per_epoch)
+    if warmup_steps == 0:
+        return optimizer, instantiate(cfg.scheduler, _convert_="all")(optimizer)
+    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / warmup_steps,
+                                               total_iters=warmup_steps)
+    main = instantiate(cfg.scheduler, _convert_="all")(optimizer)
+    return optimizer, torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, main],
+                                                            milestones=[warmup_steps])
+
+
+def build_run(cfg: DictConfig) -> Run:
+    """Device, data, model, optimizer and scheduler, as the config says."""
+    if cfg.get("keep_freed_memory", True):  # before the data and the model allocate anything
+        keep_freed_memory()
+    device = distributed.start(select_device(cfg.device))
+    check_precision(device, cfg.precision)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    deterministic_algorithms(cfg.get("deterministic", False), device)
+    seed_everything(cfg.seed)  # every process alike: the same initial weights
+    if distributed.launched_by_torchrun() and cfg.data.get("loader") == "torch" \
+            and cfg.data.get("bad_images") == "skip":
+        # a batch of unreadable images only would leave this process a step short of the others
+        raise CnnbenchError("data.bad_images=skip with data.loader=torch cannot train under torchrun "
+                            "(a batch of unreadable files would leave one process a step short): use "
+                            "data.loader=memory, which leaves them out before the data is shared out")
+    data = build_data(cfg.data, batch_size=cfg.batch_size, seed=cfg.seed, device=device,
+                      num_workers=cfg.num_workers)
+    model = build_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels,
+                        image_size=list(data.image_size)).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if distributed.launched_by_torchrun():
+        if cfg.sync_bn:
+            if device.type != "cuda":
+                raise CnnbenchError("sync_bn=true needs CUDA GPUs (torch's SyncBatchNorm); "
+                                    "set sync_bn=false")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        device_ids = [device] if device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        seed_everything(cfg.seed, distributed.rank())  # now each process its own dropout and draws
+    if cfg.overfit:
+        # Debugging: learn one fixed batch (the first validation batch, so no augmentation) and
+        # validate on it; a model and loop that work drive its loss to about zero.
+        data.train = data.val = OneBatch(next(iter(data.val)))
+    # the scheduler configs count in these steps
+    cfg = run_config(cfg, steps_per_epoch=min(len(data.train), cfg.limit_batches or len(data.train)))
+    optimizer, scheduler = build_optimizer(cfg, model)
+    if cfg.compile:
+        model = torch.compile(model)
+    # fp16 needs loss scaling against underflowing gradients; bf16 has fp32's range and does not.
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    ema_cfg = cfg.get("ema") or {}  # .get: configs saved before the key existed
+    ema = WeightAverage(model, ema_cfg["decay"], ema_cfg.get("warmup", False)) if ema_cfg.get("decay") \
+        else None
+    return Run(cfg, data, model, optimizer, scheduler, scaler, criterion, device, ema)
+
+
+def run_config(cfg: DictConfig, steps_per_epoch: int) -> DictConfig:
+    """The config as a run trains it: `cfg` with the steps per epoch its data gives (which the
+    schedules' ${steps:EPOCHS} count in) and the data root made absolute (a checkpoint's config then
+    works from any folder); `cfg` itself stays as it was composed."""
+    resolved = copy.deepcopy(cfg)
+    resolved.steps_per_epoch = steps_per_epoch
+    if resolved.data.get("root"):
+        resolved.data.root = str(Path(resolved.data.root).expanduser().absolute())
+    return resolved

@@ -1,0 +1,2 @@
+"""Where a run computes: the device and mixed precision, torchrun's processes, the CPU cores
+and the memory allocator."""

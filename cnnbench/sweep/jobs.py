@@ -1,0 +1,108 @@
+"""Sweeps (`cnnbench -m ...`): jobs that skip, resume or train as their run folder says, and
+failures that do not stop the other jobs.
+
+Each job runs `run_job` in the process the launcher gives it (this one with Hydra's basic
+launcher, a worker with joblib, a cluster node with SLURM). It claims its run folder before it
+trains it (claims.py), so that copies of one sweep command, started on every GPU or node at once,
+split the runs between them: a job whose folder another live process holds skips it. Each job
+also notes what it did in this sweep's journal (journal.py), which the sweep's end reads with the
+run folders (leaderboard/callback.py). Only SIGINT or SIGTERM stops a sweep (errors.Interrupted
+passes through `run_job`).
+"""
+
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from cnnbench.errors import CnnbenchError, Interrupted, say
+from cnnbench.sweep.claims import Claimed, claim
+from cnnbench.sweep.folders import ERROR_FILE, read_metrics, shown
+from cnnbench.sweep.journal import Job, note, read_journal
+
+# train(cfg, run_dir, resume): the run itself (engine/train.py), handed in by the command
+Train = Callable[[DictConfig, Path, bool], dict[str, Any]]
+
+
+def plan(run_dir: Path, epochs: int) -> str:
+    """What a sweep does with a job's folder: "skip", "resume" or "fresh"."""
+    metrics = read_metrics(run_dir) or {}
+    if metrics.get("status") == "finished" and (metrics.get("epochs_done", 0) >= epochs
+                                                 or metrics.get("stopped_early")):
+        return "skip"
+    # Interrupted (status running), failed after its last checkpoint (error.txt: last.pt is still
+    # its last good state, and resuming it gives what an uninterrupted run gives), or finished
+    # with fewer epochs than asked for now: carry on from last.pt. (README's sweep table.)
+    return "resume" if (run_dir / "last.pt").is_file() else "fresh"
+
+
+def run_job(cfg: DictConfig, run_dir: Path, train: Train, journal: Path | None = None) -> float | None:
+    """One job of a sweep: skip it if finished or running in another process, resume it if
+    interrupted or failed after saving a checkpoint, else train it; note what it did in `journal`.
+
+    A failure is reported and the sweep goes on; only a stop signal (errors.Interrupted) passes.
+    """
+    try:
+        job = _job(cfg, run_dir, train, journal)
+    except Interrupted as stop:
+        stop.in_sweep = True  # the whole sweep stops: rerunning its command continues it
+        raise
+    if journal is not None:
+        note(journal, job)
+    return job.best_val_acc
+
+
+def _job(cfg: DictConfig, run_dir: Path, train: Train, journal: Path | None) -> Job:
+    earlier = read_journal(journal.parent) if journal is not None else []
+    if any(job.folder == run_dir.absolute() for job in earlier):
+        # Only possible when the overrides differ in keys left out of folder names.
+        return _failed(run_dir, "an earlier job of this sweep has the same folder; their overrides differ "
+                       "only in keys left out of folder names (hydra.job.config.override_dirname."
+                       "exclude_keys): set hydra.sweep.subdir to tell them apart", write=False)
+    if plan(run_dir, cfg.epochs) == "skip":  # nothing to claim
+        return _skipped(run_dir)
+    try:
+        with claim(run_dir) as stale:
+            if stale:
+                print(f"taking over {shown(run_dir)}: {stale.gone()}", flush=True)
+            return _claimed_job(cfg, run_dir, train)
+    except Claimed as busy:
+        print(f"skipping {shown(run_dir)}: running in {busy.where}", flush=True)
+        return Job(run_dir, "elsewhere", holder=busy.where)
+    except CnnbenchError as error:  # the claim cannot be written there
+        return _failed(run_dir, str(error), write=False)
+
+
+def _claimed_job(cfg: DictConfig, run_dir: Path, train: Train) -> Job:
+    # Planned again: another process may have finished the run since this one looked.
+    action = plan(run_dir, cfg.epochs)
+    if action == "skip":
+        return _skipped(run_dir)
+    (run_dir / ERROR_FILE).unlink(missing_ok=True)  # a failure of an earlier attempt no longer holds
+    try:
+        # the folder decides whether to resume, whatever resume= the command line gave
+        metrics = train(cfg, run_dir, action == "resume")
+    # Any exception: one job's bug or out-of-memory must not cost the other jobs their turn.
+    # Ctrl-C (KeyboardInterrupt) is not an Exception and still stops the sweep.
+    except Exception as error:
+        if isinstance(error, CnnbenchError):
+            return _failed(run_dir, str(error))
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        message = f"{type(error).__name__}: {first_line} (traceback in {shown(run_dir / ERROR_FILE)})"
+        return _failed(run_dir, message, details=traceback.format_exc())
+    return Job(run_dir, "resumed" if action == "resume" else "trained", best_val_acc=metrics["best_val_acc"])
+
+
+def _skipped(run_dir: Path) -> Job:
+    print(f"skipping {shown(run_dir)}: finished", flush=True)
+    return Job(run_dir, "skipped", best_val_acc=read_metrics(run_dir)["best_val_acc"])
+
+
+def _failed(run_dir: Path, message: str, details: str = "", write: bool = True) -> Job:
+    say(f"{shown(run_dir)}: {message}")
+    if write:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / ERROR_FILE).write_text(f"{message}\n\n{details}" if details else f"{message}\n")
+    return Job(run_dir, "failed", message)

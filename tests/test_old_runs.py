@@ -1,0 +1,51 @@
+"""Run folders and checkpoints of the previous release (0.1.0, commit a14cd55) still resume and
+evaluate. tests/data/release-0.1.0-run is a real one: an MLP on fake data, stopped by SIGTERM in
+epoch 2 (step 1 of 4), with the progress keys at the top level of its checkpoints, as that release
+saved them; its metrics.json says "running"."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+from cnnbench.engine.checkpoint import load_checkpoint
+from cnnbench.inference.evaluate import evaluate_checkpoint
+
+OLD_RUN = Path(__file__).parent / "data" / "release-0.1.0-run"
+
+
+def cnnbench(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cnnbench", *arguments], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_a_run_of_the_previous_release_resumes_to_the_result_of_an_uninterrupted_run(tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(OLD_RUN, old)
+    assert "progress" not in load_checkpoint(old / "last.pt")  # the old layout
+    resumed = cnnbench(f"resume={old}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stdout and "after epoch 1, step 1" in resumed.stdout
+    # the same run from the start, with this release
+    overrides = yaml.safe_load((OLD_RUN / ".hydra" / "overrides.yaml").read_text())
+    straight = cnnbench(*overrides, "hydra.run.dir=straight", cwd=tmp_path)
+    assert straight.returncode == 0, straight.stderr
+    ours, theirs = (json.loads((folder / "metrics.json").read_text()) for folder in (old, tmp_path / "straight"))
+    assert ours["status"] == "finished" and ours["epochs_done"] == 3
+    keys = ("train_loss", "train_acc", "val_loss", "val_acc", "val_acc_ema", "lr")
+    assert [[r[k] for k in keys] for r in ours["history"]] == [[r[k] for k in keys] for r in theirs["history"]]
+    for name in ("last.pt", "best.pt"):
+        mine, reference = load_checkpoint(old / name), load_checkpoint(tmp_path / "straight" / name)
+        assert all(torch.equal(mine["model"][key], reference["model"][key]) for key in reference["model"])
+        assert "progress" in mine  # saved again in this release's layout
+
+
+def test_a_checkpoint_of_the_previous_release_is_evaluated_as_it_recorded():
+    recorded = json.loads((OLD_RUN / "metrics.json").read_text())
+    result = evaluate_checkpoint(OLD_RUN / "best.pt", ["device=cpu"], weights="live")
+    assert result["epoch"] == recorded["best_epoch"] == 1
+    assert result["accuracy"] == recorded["best_val_acc"] == result["recorded_val_acc"]
