@@ -157,7 +157,8 @@ def missing_plugin(line: CommandLine, installed: Callable[[str], bool] = _instal
 
 def torchrun_arguments(line: CommandLine, environment: dict[str, str]) -> CommandLine:
     """Under torchrun, every process must use one run folder, which Hydra would name after the
-    second each process starts in: name it after torchrun's run id instead, shared by all."""
+    second each process starts in: name it after torchrun's run id instead, shared by all (rank 0
+    alone writes its .hydra/: cli/train.py)."""
     if int(environment.get("WORLD_SIZE", "1")) <= 1:
         return line
     extra = []
@@ -165,6 +166,4 @@ def torchrun_arguments(line: CommandLine, environment: dict[str, str]) -> Comman
         run_id = environment.get("TORCHELASTIC_RUN_ID", "ddp")[:8]
         extra.append("hydra.run.dir=outputs/${now:%Y-%m-%d}/ddp-" + run_id
                      + "_${hydra:runtime.choices.model}_${hydra:runtime.choices.data}")
-    if environment.get("RANK", "0") != "0":
-        extra.append("hydra.output_subdir=null")  # rank 0 alone writes .hydra/
     return line.with_overrides(last=extra)

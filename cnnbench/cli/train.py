@@ -4,6 +4,7 @@ import contextlib
 import difflib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +13,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, OverrideParseException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from cnnbench.cli.arguments import CommandLine, missing_plugin, resume_arguments, torchrun_arguments
 from cnnbench.cli.common import console_command, fail, hydra_command_line, os_error
 from cnnbench.config.checks import check_config
-from cnnbench.engine.run_folder import refuse_existing_run
+from cnnbench.engine.run_folder import find_resume_checkpoint, refuse_existing_run
 from cnnbench.errors import CnnbenchError, Interrupted, SweepFailed
+from cnnbench.files import write_text_whole
 from cnnbench.sweep import jobs, journal
 from cnnbench.sweep.claims import claim, refuse_if_claimed
 
@@ -45,16 +47,45 @@ def _run(cfg: DictConfig) -> float | None:
 
 
 def _train(cfg: DictConfig, run_dir: Path, resume: bool | str | None = None) -> dict[str, Any]:
-    check_config(cfg)
-    # Imported only now: torch and torchvision take seconds to load, and a bad value or
-    # --help should answer at once.
-    from cnnbench.engine.train import train
-    from cnnbench.runtime import distributed
-
+    record = hydra_record(cfg, run_dir)
     try:
-        return train(cfg, run_dir, resume)
+        check_config(cfg)
+        # Imported only now: torch and torchvision take seconds to load, and a bad value or
+        # --help should answer at once.
+        from cnnbench.engine.train import train
+
+        return train(cfg, run_dir, resume, accepted=record)
+    except Exception:
+        if HydraConfig.get().mode == RunMode.MULTIRUN and not (run_dir / ".hydra").exists():
+            record()  # a new sweep job that failed: its folder still says what it was (the leaderboard reads it)
+        raise
     finally:  # under torchrun, a failed run leaves the process group too (NCCL would hold the GPU)
+        leave_process_group()
+
+
+def leave_process_group() -> None:
+    """Under torchrun, leave the process group (nothing when torch.distributed was never started)."""
+    if "torch" in sys.modules:
+        from cnnbench.runtime import distributed
+
         distributed.stop()
+
+
+def hydra_record(cfg: DictConfig, run_dir: Path) -> Callable[[], None]:
+    """What writes the run folder's .hydra/ as Hydra would (the composed config, Hydra's own, the
+    command line's overrides), each file whole; called once the run is accepted, so that a refused
+    resume or a skipped sweep job changes nothing there. Rank 0 alone writes under torchrun."""
+    hydra_cfg = HydraConfig.get()
+
+    def write() -> None:
+        if distributed_rank() != 0:
+            return
+        folder = run_dir / ".hydra"
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text_whole(folder / "config.yaml", OmegaConf.to_yaml(cfg))
+        write_text_whole(folder / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})))
+        write_text_whole(folder / "overrides.yaml", OmegaConf.to_yaml(hydra_cfg.overrides.task))
+    return write
 
 
 def hydra_error_line(error: Exception, arguments: list[str]) -> str:
@@ -97,12 +128,14 @@ def main() -> None:
         if missing:  # Hydra alone would say only that the option does not exist
             raise CnnbenchError(f"{missing} needs a Hydra plugin: pip install 'cnnbench[sweep]'")
         line = resume_arguments(line)
-        folder = line.value("hydra.run.dir")
+        folder, resume = line.value("hydra.run.dir"), line.value("resume", False)
         if folder is not None and distributed_rank() == 0:
-            # before Hydra starts: it would write over the folder's .hydra/ (and its overrides)
+            # before Hydra starts, which creates the folder and its run.log
             refuse_if_claimed(Path(str(folder)))  # a run live in another process
-            if line.value("resume", False) is False:
+            if resume is False:
                 refuse_existing_run(Path(str(folder)))
+            else:  # a folder that is not a run is not made into one
+                find_resume_checkpoint(resume, Path(str(folder)))
         arguments = torchrun_arguments(line, dict(os.environ)).arguments()
     except CnnbenchError as error:
         fail(str(error))

@@ -3,7 +3,7 @@ list of keys that say where or how a run runs rather than what it trains.
 
 RUNTIME_KEYS is used alike by sweep folder names (conf/config.yaml takes it through the
 `${runtime_keys:...}` resolver for `override_dirname.exclude_keys`), by the leaderboard's grouping
-of runs into configurations, and by what a resume may change.
+of runs into configurations, and by what a resume may change (with SCHEDULE_KEYS).
 """
 
 from collections.abc import Mapping
@@ -16,6 +16,26 @@ RUNTIME_KEYS = ("resume", "steps_per_epoch", "num_workers", "log_every", "device
                 "keep_freed_memory", "jobs_per_gpu", "launcher", "hparams_search", "data.root",
                 "data.download", "data.search_dirs", "data.cache", "data.cache_dir",
                 "data.memory_budget_gb", "data.accuracy_targets")
+
+
+# What a resume may change besides the runtime keys: how long the run goes on and the schedule it
+# follows (the optimizer's settings, not its kind), how it computes, validates, checkpoints and
+# reacts to a NaN. A key is matched with its sub-keys (`optimizer` covers `optimizer.lr`). Every
+# other key decides what is trained (the model, the data and its augmentation, the seed, the batch
+# size, the loss): changing one on resume is refused, since the result would be neither run.
+SCHEDULE_KEYS = ("epochs", "optimizer", "scheduler", "warmup_epochs", "early_stopping", "ema", "checkpoint",
+                 "on_nan", "grad_clip", "precision", "channels_last", "compile", "deterministic", "sync_bn",
+                 "tta", "data.loader")
+# ... but not these: another optimizer class cannot take the saved one's state
+FIXED_ON_RESUME = ("optimizer._target_", "optimizer._partial_")
+
+
+def may_change_on_resume(key: str) -> bool:
+    """Whether a resume may give the flat config key `key` another value than the run had."""
+    def under(prefixes: tuple[str, ...]) -> bool:
+        return any(key == prefix or key.startswith(f"{prefix}.") for prefix in prefixes)
+
+    return not under(FIXED_ON_RESUME) and under(RUNTIME_KEYS + SCHEDULE_KEYS)
 
 
 def override_key(override: str) -> str:

@@ -5,13 +5,14 @@ import copy
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
 from cnnbench.data.augment import Augment
 from cnnbench.data.cache import Decoded, check_readable, decoded_images, default_cache_dir
-from cnnbench.data.images import ImageFiles, scan_class_folders
+from cnnbench.data.images import ImageFiles, scan_class_folders, tree_identity
 from cnnbench.data.loader import EpochSamples, data_loader, sample_transform
 from cnnbench.data.memory import MemoryLoader, process_rank
 from cnnbench.data.splits import Data, stratified_split
@@ -63,7 +64,9 @@ def build_image_folder(cfg: DictConfig, batch_size: int, seed: int, num_workers:
     else:
         loaders = cached_loaders(cfg, root, (train_set, train_indices), (val_set, val_indices), mode, size,
                                  batch_size, seed, device)
-    return Data(loaders[0], loaders[1], train_set.classes, channels, size, list(cfg.mean), list(cfg.std))
+    identity = {**tree_identity(root), "classes": train_set.classes}
+    return Data(loaders[0], loaders[1], train_set.classes, channels, size, list(cfg.mean), list(cfg.std),
+                identity)
 
 
 def cached_loaders(cfg: DictConfig, root: Path, train: tuple[ImageFiles, list[int]],
@@ -134,3 +137,24 @@ def memory_budget(gigabytes: float | None, device: torch.device) -> int:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
     except (ValueError, OSError, AttributeError):  # not a POSIX system
         return 2**32
+
+
+def other_images(cfg: DictConfig, recorded: dict[str, Any] | None, recorded_root: str | None) -> str | None:
+    """Why the image folder `cfg` names holds other images than the ones a run recorded (its
+    data identity, or for runs of earlier releases its data.root), in words; None when it holds the
+    same ones, or `cfg` is not an image folder."""
+    if cfg.get("name") != "imagefolder" or not cfg.get("root"):
+        return None
+    root = Path(cfg.root).expanduser().absolute()
+    if not root.is_dir():
+        return None  # the run says so itself, naming the folder
+    if recorded and recorded.get("fingerprint"):
+        now = tree_identity(root)
+        if now["fingerprint"] == recorded["fingerprint"]:
+            return None
+        return (f"data.root={root} holds other images than the run trained on ({now['images']:,} image files "
+                f"now, {recorded.get('images', 0):,} then, classes {', '.join(recorded.get('classes') or [])})")
+    if recorded_root and Path(recorded_root) != root:
+        return (f"data.root={root} is not the folder the run trained on ({recorded_root}), and the run, made by "
+                "an earlier release, recorded nothing that tells two trees apart")
+    return None

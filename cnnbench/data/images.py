@@ -1,10 +1,12 @@
 """Image files: which files in a folder are images, decoding any of them the way training and
 cnnbench-predict both see it, scanning a class-folder tree, and its stratified split."""
 
+import hashlib
 import logging
 import os
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,6 +51,36 @@ def _hidden(name: str) -> bool:
     return name.startswith(".")
 
 
+def find_image_files(folder: Path, ignored: Counter | None = None) -> list[str]:
+    """Every image file under `folder`, sub-folders included, in sorted order; what is left out
+    (hidden files and folders, other extensions) is counted in `ignored` by extension or "hidden"."""
+    ignored = Counter() if ignored is None else ignored
+    found = []
+    for parent, folders, files in os.walk(folder, followlinks=True):
+        ignored["hidden"] += sum(_hidden(name) for name in folders)
+        folders[:] = sorted(name for name in folders if not _hidden(name))  # walk these, in order
+        for name in sorted(files):
+            extension = os.path.splitext(name)[1].lower()
+            if _hidden(name):
+                ignored["hidden"] += 1
+            elif extension in IMAGE_EXTENSIONS:
+                found.append(os.path.join(parent, name))
+            else:
+                ignored[extension or "no extension"] += 1
+    return found
+
+
+def tree_identity(root: Path) -> dict[str, Any]:
+    """What an image tree holds, to tell it from another: a fingerprint of every image file's path
+    under `root` and its size, and their count. (Not the modification times: a copy of the tree
+    made elsewhere is the same data.)"""
+    files = find_image_files(root)
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{os.path.relpath(path, root)}\0{os.stat(path).st_size}\0".encode("utf-8", "surrogateescape"))
+    return {"fingerprint": digest.hexdigest()[:16], "images": len(files)}
+
+
 class ImageFiles(Dataset):
     """The images under `root/<class>/` (sub-folders included), labelled by class folder.
 
@@ -77,19 +109,7 @@ class ImageFiles(Dataset):
         self.blank = torch.zeros(1 if mode == "L" else 3, *size)
 
     def _find_images(self, folder: Path) -> list[str]:
-        found = []
-        for parent, folders, files in os.walk(folder, followlinks=True):
-            self.ignored["hidden"] += sum(_hidden(name) for name in folders)
-            folders[:] = sorted(name for name in folders if not _hidden(name))  # walk these, in order
-            for name in sorted(files):
-                extension = os.path.splitext(name)[1].lower()
-                if _hidden(name):
-                    self.ignored["hidden"] += 1
-                elif extension in IMAGE_EXTENSIONS:
-                    found.append(os.path.join(parent, name))
-                else:
-                    self.ignored[extension or "no extension"] += 1
-        return found
+        return find_image_files(folder, self.ignored)
 
     def __len__(self) -> int:
         return len(self.samples)

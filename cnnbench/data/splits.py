@@ -1,9 +1,10 @@
 """A dataset's splits: the `Data` a run gets (its batch streams, classes and image shape), the
 `Batch` every stream yields, and the stratified split of labelled items."""
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -33,6 +34,10 @@ class Data:
     image_size: tuple[int, int]  # height, width of the batches the model sees
     mean: list[float]  # the normalisation the batches carry (to show or undo it)
     std: list[float]
+    # what an image folder held (images.tree_identity and the classes), recorded by the run: a
+    # resume or a sweep rerun onto other images is refused; None for the built-in datasets, whose
+    # config says what they are
+    identity: dict[str, Any] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -53,3 +58,29 @@ def stratified_split(targets: Sequence[int], val_fraction: float, seed: int) -> 
         val += shuffled[:n_val]
         train += shuffled[n_val:]
     return sorted(train), sorted(val)
+
+
+def hold_out(targets: Sequence[int], amount: float, seed: int) -> tuple[list[int], list[int]]:
+    """The indices of `targets` as (kept, held out): `amount` of them held out, a fraction
+    (0 < amount < 1) or a count (a whole number >= 1), every class in its share (stratified), chosen
+    by `seed` alone; each class keeps at least one. Both lists in index order."""
+    by_class: dict[int, list[int]] = {}
+    for index, target in enumerate(targets):
+        by_class.setdefault(int(target), []).append(index)
+    total = len(targets)
+    count = min(round(amount * total) if amount < 1 else int(amount), total)
+    # each class's share of `count`, rounded so that the shares add up to it (largest remainder)
+    exact = {label: len(members) * count / total for label, members in by_class.items()}
+    shares = {label: math.floor(share) for label, share in exact.items()}
+    by_remainder = sorted(by_class, key=lambda label: (shares[label] - exact[label], label))
+    for label in by_remainder[:count - sum(shares.values())]:
+        shares[label] += 1
+    generator = torch.Generator().manual_seed(seed)
+    kept, held = [], []
+    for label in sorted(by_class):
+        members = by_class[label]
+        share = min(shares[label], len(members) - 1)  # never a class's last item
+        order = torch.randperm(len(members), generator=generator).tolist()
+        held += [members[i] for i in order[:share]]
+        kept += [members[i] for i in order[share:]]
+    return sorted(kept), sorted(held)

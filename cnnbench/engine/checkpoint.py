@@ -12,7 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 from cnnbench import files
-from cnnbench.engine.run_folder import refuse_existing_run
+from cnnbench.engine.resume import config_changes, continue_schedule, shapes_schedule, shown_value
 from cnnbench.engine.state import Run, RunState
 from cnnbench.errors import CnnbenchError
 from cnnbench.runtime import distributed
@@ -74,7 +74,8 @@ def checkpoint_state(run: Run, state: RunState) -> dict[str, Any]:
             "ema": run.ema.state_dict() if run.ema else None,
             "config": OmegaConf.to_container(run.config, resolve=True),
             "classes": data.classes, "in_channels": data.in_channels,
-            "image_size": list(data.image_size), "epoch": state.epoch, "progress": state.saved()}
+            "image_size": list(data.image_size), "data_identity": data.identity, "epoch": state.epoch,
+            "progress": state.saved()}
 
 
 def remove_unfinished_writes(run_dir: Path) -> None:
@@ -85,24 +86,12 @@ def remove_unfinished_writes(run_dir: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def find_resume_checkpoint(resume: bool | str, run_dir: Path) -> Path | None:
-    """The checkpoint to resume from (None for a fresh run); refuse to overwrite an earlier run."""
-    if resume is False or resume is None:
-        refuse_existing_run(run_dir)
-        return None
-    path = run_dir if resume is True else Path(str(resume))
-    path = path / "last.pt" if path.is_dir() or resume is True else path
-    if not path.is_file():
-        shown = "true" if resume is True else resume
-        raise CnnbenchError(f"resume={shown}: {path} does not exist; give a run folder that holds "
-                            "last.pt, or a checkpoint file")
-    return path
-
-
-def resume(path: Path, run: Run) -> RunState:
-    """Load model, optimizer, scheduler, scaler and RNG states; return the run's progress so far."""
-    checkpoint = load_checkpoint(path)
+def resume(checkpoint: dict[str, Any], path: Path, run: Run) -> RunState:
+    """Load model, optimizer, scheduler, scaler and RNG states from `checkpoint` (read from `path`);
+    return the run's progress so far, with this resume and what it changed noted."""
     state = RunState.from_checkpoint(checkpoint)
+    log.info("resuming from %s after epoch %d%s", path, state.epoch, f", step {state.step}" if state.step else "")
+    changes = config_changes(checkpoint["config"], run.config, keys=lambda key: key != "resume")
     saved_steps, steps = checkpoint["config"].get("steps_per_epoch"), run.config.steps_per_epoch
     if state.step and saved_steps != steps:
         # the same step number would be another place in the data
@@ -111,8 +100,11 @@ def resume(path: Path, run: Run) -> RunState:
                             "batch_size and limit_batches")
     try:
         unwrap(run.model).load_state_dict(checkpoint["model"])
-        run.optimizer.load_state_dict(checkpoint["optimizer"])
-        run.scheduler.load_state_dict(checkpoint["scheduler"])
+        if shapes_schedule(changes):  # rebuilt for the new length or settings, at the step reached
+            continue_schedule(run, checkpoint)
+        else:  # the same schedule: exactly where it was
+            run.optimizer.load_state_dict(checkpoint["optimizer"])
+            run.scheduler.load_state_dict(checkpoint["scheduler"])
         run.scaler.load_state_dict(checkpoint["scaler"])
         if run.ema and checkpoint.get("ema"):
             run.ema.load_state_dict(checkpoint["ema"])
@@ -122,6 +114,11 @@ def resume(path: Path, run: Run) -> RunState:
         raise CnnbenchError(f"{path} does not match this config's model or optimizer "
                             f"({str(error).splitlines()[0]}); resume with the run's own overrides") from None
     restore_rng(state.rng, path)
+    if changes:
+        log.info("resuming with %s", ", ".join(f"{key}={shown_value(now)} (was {shown_value(was)})"
+                                               for key, (was, now) in changes.items()))
+    state.resumes.append({"epoch": state.epoch, "step": state.step,
+                          "changed": {key: [was, now] for key, (was, now) in changes.items()}})
     return state
 
 

@@ -130,7 +130,7 @@ def peak_memory_mb(device: torch.device) -> dict[str, float]:
 
 
 def summarise(cfg: DictConfig, state: RunState, parameters: int, device: torch.device,
-              finished: bool) -> dict[str, Any]:
+              data_identity: dict[str, Any] | None, finished: bool) -> dict[str, Any]:
     """The numbers metrics.json holds: final and best results, cost, and the per-epoch history."""
     history = state.history
     last = history[-1] if history else {}
@@ -154,6 +154,10 @@ def summarise(cfg: DictConfig, state: RunState, parameters: int, device: torch.d
         "skipped_batches": state.skipped_batches, "skipped_images": state.skipped_images,
         **peak_memory_mb(device),
         "time_to_accuracy": time_to_accuracy(history, cfg.data.get("accuracy_targets") or []),
+        # an image folder's fingerprint and classes (a rerun or resume onto other images is refused)
+        "data_identity": data_identity,
+        # each resume: the epoch and step it continued from, and the keys it changed ({key: [was, now]})
+        "resumes": state.resumes,
         "provenance": provenance(device),
         "history": history,
     }

@@ -1,6 +1,6 @@
-"""A run folder as a run leaves it: the files of its own that it writes, and the rule that a new
-run never writes over an earlier one. Read without importing torch (the command checks it before
-Hydra starts)."""
+"""A run folder as a run leaves it: the files of its own that it writes, the rule that a new run
+never writes over an earlier one, and the checkpoint a resume continues from. Read without
+importing torch (the command checks these before Hydra starts)."""
 
 from pathlib import Path
 
@@ -17,3 +17,17 @@ def refuse_existing_run(run_dir: Path) -> None:
     if (run_dir / "last.pt").exists():
         raise CnnbenchError(f"{run_dir} already holds a run (last.pt); continue it with resume=true "
                             f"(or resume={run_dir}), or choose another hydra.run.dir")
+
+
+def find_resume_checkpoint(resume: bool | str | None, run_dir: Path) -> Path | None:
+    """The checkpoint to resume from (None for a fresh run); refuse to overwrite an earlier run."""
+    if resume is False or resume is None:
+        refuse_existing_run(run_dir)
+        return None
+    path = run_dir if resume is True else Path(str(resume))
+    path = path / "last.pt" if path.is_dir() or resume is True else path
+    if not path.is_file():
+        shown = "true" if resume is True else resume
+        raise CnnbenchError(f"resume={shown}: {path} does not exist; give a run folder that holds "
+                            "last.pt, or a checkpoint file")
+    return path

@@ -48,6 +48,8 @@ class RunState:
     skipped_batches: int = 0  # batches left out for a non-finite loss (on_nan=skip_batch)
     skipped_images: list[str] = field(default_factory=list)  # unreadable images left out
     per_class_acc: dict[str, float] = field(default_factory=dict)  # the last epoch's, on validation
+    # each resume: where the run was (epoch, step) and the keys it changed ({key: [was, now]})
+    resumes: list[dict[str, Any]] = field(default_factory=list)
 
     def saved(self) -> dict[str, Any]:
         """The state as a checkpoint stores it (under "progress")."""

@@ -17,11 +17,12 @@ from tqdm import tqdm
 
 from cnnbench.config.checks import check_config
 from cnnbench.config.keys import model_name
+from cnnbench.data.folder import other_images
 from cnnbench.engine.board import Board, per_class_accuracy
 from cnnbench.engine.build import Run, build_run
 from cnnbench.engine.checkpoint import (
     checkpoint_state,
-    find_resume_checkpoint,
+    load_checkpoint,
     remove_unfinished_writes,
     resume,
     save_checkpoint,
@@ -29,9 +30,11 @@ from cnnbench.engine.checkpoint import (
 )
 from cnnbench.engine.faults import LossWatch, StopSignals
 from cnnbench.engine.metrics import hparams, minor_page_faults, summarise
+from cnnbench.engine.resume import refuse_changes
+from cnnbench.engine.run_folder import find_resume_checkpoint
 from cnnbench.engine.state import EpochSums, RunState
 from cnnbench.engine.validation import misclassified, validate
-from cnnbench.errors import Interrupted
+from cnnbench.errors import CnnbenchError, Interrupted
 from cnnbench.models.cost import parameters
 from cnnbench.runtime import distributed
 from cnnbench.runtime.device import autocast, memory_format, rng_state, synchronize, to_device
@@ -39,15 +42,24 @@ from cnnbench.runtime.device import autocast, memory_format, rng_state, synchron
 log = logging.getLogger("cnnbench")
 
 
-def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None = None) -> dict[str, Any]:
+def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None = None,
+          accepted: Callable[[], None] | None = None) -> dict[str, Any]:
     """Train cfg.model on cfg.data; leave checkpoints, TensorBoard events and metrics.json in run_dir.
 
     `resume_from`: a run folder or checkpoint to continue, True for run_dir's own last.pt, False
-    for a new run; None: as cfg.resume says.
+    for a new run; None: as cfg.resume says. `accepted()` is called once the run is accepted (its
+    config checked, a checkpoint to resume matched), before anything is written in run_dir.
     """
     run_dir = Path(run_dir)
     check_config(cfg)  # bad values fail here, before any data is loaded
-    checkpoint = find_resume_checkpoint(cfg.resume if resume_from is None else resume_from, run_dir)
+    checkpoint_path = find_resume_checkpoint(cfg.resume if resume_from is None else resume_from, run_dir)
+    saved = load_checkpoint(checkpoint_path) if checkpoint_path else None
+    if saved:  # what may not change on resume is refused before the data loads (engine/resume.py)
+        refuse_changes(saved["config"], cfg, checkpoint_path, RunState.from_checkpoint(saved).epoch)
+        moved = other_images(cfg.data, saved.get("data_identity"), saved["config"].get("data", {}).get("root"))
+        if moved:
+            raise CnnbenchError(f"resume={checkpoint_path}: {moved}; point data.root at the images the run "
+                                "trained on, or start a new run in another folder (hydra.run.dir=DIR)")
     run = build_run(cfg)
     cfg = run.config  # from here on, the config as this run trains it (steps per epoch known)
     data, model, device = run.data, run.model, run.device
@@ -55,10 +67,10 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
     if not main:
         log.setLevel(logging.WARNING)
     state = RunState()
-    if checkpoint:
-        state = resume(checkpoint, run)
-        log.info("resuming from %s after epoch %d%s", checkpoint, state.epoch,
-                 f", step {state.step}" if state.step else "")
+    if saved:
+        state = resume(saved, checkpoint_path, run)
+    if accepted:
+        accepted()
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         remove_unfinished_writes(run_dir)
@@ -108,9 +120,10 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
                 save_checkpoint(checkpoint_state(run, state), run_dir / "best.pt")
             save_last()
             if main:
-                write_json(summarise(cfg, state, parameter_count, device, finished=False), run_dir / "metrics.json")
+                write_json(summarise(cfg, state, parameter_count, device, data.identity, finished=False),
+                           run_dir / "metrics.json")
 
-    metrics = summarise(cfg, state, parameter_count, device, finished=True)
+    metrics = summarise(cfg, state, parameter_count, device, data.identity, finished=True)
     if not confusion and state.history:  # resumed a finished run: evaluate once for the pictures
         confusion = validate(run)["live"]["confusion"]
     if main:

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from cnnbench.engine.run_folder import METRICS_FILE
+from cnnbench.engine.run_folder import CONFIG_FILE, METRICS_FILE
 from cnnbench.sweep.claims import CLAIM_FILE, Holder, read_holder
 
 # Written into a run folder when its sweep job fails: the one-line error, then the traceback of an
@@ -27,11 +27,20 @@ def shown(path: Path) -> str:
 
 def read_metrics(run_dir: Path) -> dict[str, Any] | None:
     """The run's metrics.json, or None when it is missing or unreadable."""
+    return _read_json(run_dir / METRICS_FILE)
+
+
+def read_config(run_dir: Path) -> dict[str, Any] | None:
+    """The run's config.json (its config as trained), or None when it is missing or unreadable."""
+    return _read_json(run_dir / CONFIG_FILE)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        metrics = json.loads((run_dir / METRICS_FILE).read_text())
+        content = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return metrics if isinstance(metrics, dict) else None
+    return content if isinstance(content, dict) else None
 
 
 @dataclass

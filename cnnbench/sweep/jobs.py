@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from cnnbench.errors import CnnbenchError, Interrupted, say
 from cnnbench.sweep.claims import Claimed, claim
-from cnnbench.sweep.folders import ERROR_FILE, read_metrics, shown
+from cnnbench.sweep.folders import ERROR_FILE, read_config, read_metrics, shown
 from cnnbench.sweep.journal import Job, note, read_journal
 
 # train(cfg, run_dir, resume): the run itself (engine/train.py), handed in by the command
@@ -36,6 +36,19 @@ def plan(run_dir: Path, epochs: int) -> str:
     # its last good state, and resuming it gives what an uninterrupted run gives), or finished
     # with fewer epochs than asked for now: carry on from last.pt. (README's sweep table.)
     return "resume" if (run_dir / "last.pt").is_file() else "fresh"
+
+
+def other_data(cfg: DictConfig, run_dir: Path) -> str | None:
+    """Why the run in `run_dir` trained on other data than `cfg` names, in words (an image folder's
+    images are the data; data.root is left out of folder names); None when it did not, or there is
+    no run there yet."""
+    metrics = read_metrics(run_dir)
+    if cfg.data.get("name") != "imagefolder" or metrics is None:
+        return None
+    from cnnbench.data.folder import other_images  # here only: it imports torch
+
+    config = read_config(run_dir) or {}
+    return other_images(cfg.data, metrics.get("data_identity"), (config.get("data") or {}).get("root"))
 
 
 def run_job(cfg: DictConfig, run_dir: Path, train: Train, journal: Path | None = None) -> float | None:
@@ -61,6 +74,10 @@ def _job(cfg: DictConfig, run_dir: Path, train: Train, journal: Path | None) -> 
         return _failed(run_dir, "an earlier job of this sweep has the same folder; their overrides differ "
                        "only in keys left out of folder names (hydra.job.config.override_dirname."
                        "exclude_keys): set hydra.sweep.subdir to tell them apart", write=False)
+    other = other_data(cfg, run_dir)
+    if other:  # the folder holds the results of a run on other images: never skipped as this one's
+        return _failed(run_dir, f"{other}; this sweep's run would meet that run's results in one folder: "
+                       "give this sweep its own hydra.sweep.dir", write=False)
     if plan(run_dir, cfg.epochs) == "skip":  # nothing to claim
         return _skipped(run_dir)
     try:
