@@ -17,7 +17,7 @@ def assert_one_line_error(result, *fragments: str) -> None:
 
 
 def test_a_run_prints_its_folder_and_resume_by_folder_continues_it(tmp_path, idx_root):
-    first = run_cli("data=mnist", f"data.root={idx_root}", "data.download=false", "epochs=1",
+    first = run_cli("data=mnist", f"data.root={idx_root}", "data.download=false", "data.val_split=0.1", "epochs=1",
                     "model=mlp", "optimizer=adam", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     run_dir = next((tmp_path / "outputs").glob("*/*_mlp_mnist"))
@@ -55,7 +55,7 @@ def test_resume_true_with_the_run_folder_continues_it_as_resume_by_folder_does(t
     (["batch_size=0"], ["batch_size=0 is out of range"]),
     (["optimizer.lr=0"], ["optimizer.lr=0 is out of range: must be a number > 0"]),
     (["data=imagefolder"], ["data.root is required"]),
-    (["data=mnist", "data.root=nowhere", "data.download=false"],
+    (["data=mnist", "data.root=nowhere", "data.download=false", "data.val_split=0.1"],
      ["mnist: files not found", "train-images-idx3-ubyte", "nowhere/MNIST/raw"]),
     (["device=cuda:7"], ["device=cuda:7: no such device"]),
 ])

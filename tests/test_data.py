@@ -21,27 +21,27 @@ def load(compose_config, *overrides, batch_size=32, seed=0):
 
 
 def test_mnist_loads_from_torchvision_layout_gz(compose_config, idx_root):
-    data = load(compose_config, "data=mnist", f"data.root={idx_root}", "data.download=false")
+    data = load(compose_config, "data=mnist", f"data.root={idx_root}", "data.download=false", "data.val_split=0")
     assert data.classes[0].startswith("0") and data.num_classes == 10
     assert (data.in_channels, data.image_size) == (1, (28, 28))
     images, labels = next(iter(data.train))
     assert images.shape == (32, 1, 28, 28) and images.dtype == torch.float32
     assert labels.dtype == torch.long and 0 <= labels.min() and labels.max() < 10
-    assert len(data.val.labels) == 200
+    assert len(data.test.labels) == 200
 
 
 def test_fashion_mnist_reads_extracted_files_from_a_search_dir(compose_config, tmp_path):
     # The Debian package's layout: the four files in one folder, outside any data root.
     folder = write_idx_dataset(tmp_path / "system", gz=False)
     data = load(compose_config, "data=fashion_mnist", f"data.root={tmp_path / 'empty'}",
-                f"data.search_dirs=[{folder}]", "data.download=false")
+                f"data.search_dirs=[{folder}]", "data.download=false", "data.val_split=0")
     assert data.classes == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                             "Shirt", "Sneaker", "Bag", "Ankle boot"]
     assert len(data.train.labels) == 600
 
 
 def test_normalisation_uses_the_configs_mean_and_std(compose_config, idx_root):
-    data = load(compose_config, "data=mnist", f"data.root={idx_root}", "data.download=false",
+    data = load(compose_config, "data=mnist", f"data.root={idx_root}", "data.download=false", "data.val_split=0.1",
                 "data.mean=[0.5]", "data.std=[0.5]")
     raw = data.val.images[:4].float() / 255
     images, _ = next(iter(data.val))
@@ -50,7 +50,7 @@ def test_normalisation_uses_the_configs_mean_and_std(compose_config, idx_root):
 
 def test_missing_dataset_offline_names_files_and_fix(compose_config, tmp_path):
     with pytest.raises(CnnbenchError) as error:
-        load(compose_config, "data=mnist", f"data.root={tmp_path}", "data.download=false")
+        load(compose_config, "data=mnist", f"data.root={tmp_path}", "data.download=false", "data.val_split=0.1")
     message = str(error.value)
     assert "train-images-idx3-ubyte" in message and str(tmp_path / "MNIST" / "raw") in message
     assert "data.root=" in message and "\n" not in message
@@ -60,24 +60,24 @@ def test_truncated_idx_file_is_named(compose_config, idx_root):
     path = idx_root / "MNIST" / "raw" / "train-images-idx3-ubyte.gz"
     path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:5000]))
     with pytest.raises(CnnbenchError, match="train-images-idx3-ubyte.gz is truncated or damaged"):
-        load(compose_config, "data=mnist", f"data.root={idx_root}", "data.download=false")
+        load(compose_config, "data=mnist", f"data.root={idx_root}", "data.download=false", "data.val_split=0.1")
 
 
 def test_cifar10_loads_batches_whose_md5_differs_from_torchvisions(compose_config, cifar_root):
-    data = load(compose_config, "data=cifar10", f"data.root={cifar_root}", "data.download=false")
+    data = load(compose_config, "data=cifar10", f"data.root={cifar_root}", "data.download=false", "data.val_split=0")
     assert data.classes[:2] == ["airplane", "automobile"] and data.num_classes == 10
-    assert data.train.images.shape == (500, 3, 32, 32) and data.val.images.shape == (100, 3, 32, 32)
+    assert data.train.images.shape == (500, 3, 32, 32) and data.test.images.shape == (100, 3, 32, 32)
     # Row-major CHW as published: the first 1024 bytes of a row are the red plane.
     with open(cifar_root / "cifar-10-batches-py" / "test_batch", "rb") as file:
         import pickle
         first_row = torch.as_tensor(pickle.load(file, encoding="bytes")[b"data"][0])
-    assert torch.equal(data.val.images[0].flatten(), first_row)
+    assert torch.equal(data.test.images[0].flatten(), first_row)
 
 
 def test_cifar10_damaged_batch_is_named(compose_config, cifar_root):
     (cifar_root / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
     with pytest.raises(CnnbenchError, match="data_batch_3 is not a readable CIFAR-10 batch"):
-        load(compose_config, "data=cifar10", f"data.root={cifar_root}", "data.download=false")
+        load(compose_config, "data=cifar10", f"data.root={cifar_root}", "data.download=false", "data.val_split=0.1")
 
 
 def class_of(path: str) -> str:
@@ -87,7 +87,7 @@ def class_of(path: str) -> str:
 @pytest.mark.parametrize("loader", ["memory", "torch"])
 def test_image_folder_splits_by_class_with_a_fixed_seed(compose_config, image_root, loader):
     overrides = ["data=imagefolder", f"data.root={image_root}", "data.image_size=[24,32]",
-                 "data.val_fraction=0.3", "num_workers=0", f"data.loader={loader}"]
+                 "data.val_fraction=0.3", "data.test_split=0", "num_workers=0", f"data.loader={loader}"]
     data = load(compose_config, *overrides, batch_size=8)
     assert data.classes == ["cat", "dog", "fox"] and data.in_channels == 3
     assert data.image_size == (24, 32)
@@ -97,8 +97,10 @@ def test_image_folder_splits_by_class_with_a_fixed_seed(compose_config, image_ro
     assert images.shape == (8, 3, 24, 32)
     again = load(compose_config, *overrides, batch_size=8)
     assert again.val.files == data.val.files
-    # another seed, another split: still 3 of each class held out, not the same 3
-    other = load(compose_config, *overrides, batch_size=8, seed=1)
+    # another split seed, another split: still 3 of each class held out, not the same 3 (the
+    # run's seed does not change it: every run of a comparison holds out the same images)
+    assert load(compose_config, *overrides, batch_size=8, seed=1).val.files == data.val.files
+    other = load(compose_config, *overrides, "data.split_seed=1", batch_size=8)
     assert sorted(class_of(path) for path in other.val.files) == val_classes
     assert other.val.files != data.val.files
     for split in (data, other):  # the two halves of a split never share an image
@@ -133,12 +135,14 @@ def test_image_folder_with_train_and_test_folders(compose_config, tmp_path, load
     write_image_folder(tmp_path / "train", classes=("a", "b"), per_class=4)
     write_image_folder(tmp_path / "test", classes=("a", "b"), per_class=3)
     data = load(compose_config, "data=imagefolder", f"data.root={tmp_path}", "data.image_size=16",
-                "num_workers=0", f"data.loader={loader}", batch_size=4)
+                "data.val_split=2", "num_workers=0", f"data.loader={loader}", batch_size=4)
     assert data.classes == ["a", "b"]
-    assert len(data.train.files) == 8 and len(data.val.files) == 6  # validated on test/, all of it
-    assert all(f"{tmp_path / 'test'}/" in path for path in data.val.files)
-    assert [class_of(path) for path in data.val.files] == ["a", "a", "a", "b", "b", "b"]
-    assert torch.cat([labels for _, labels in data.val]).tolist() == [0, 0, 0, 1, 1, 1]
+    # tested on test/, all of it; validated on 2 images held out of train/, one of each class
+    assert len(data.train.files) == 6 and len(data.val.files) == 2 and len(data.test.files) == 6
+    assert all(f"{tmp_path / 'test'}/" in path for path in data.test.files)
+    assert all(f"{tmp_path / 'train'}/" in path for path in data.val.files)
+    assert [class_of(path) for path in data.test.files] == ["a", "a", "a", "b", "b", "b"]
+    assert torch.cat([labels for _, labels in data.test]).tolist() == [0, 0, 0, 1, 1, 1]
 
 
 def test_image_folder_training_flips_images_at_random_and_validation_never(compose_config, tmp_path):
@@ -152,7 +156,8 @@ def test_image_folder_training_flips_images_at_random_and_validation_never(compo
         for index in range(32):
             Image.fromarray(pixels).save(tmp_path / "pets" / name / f"{index}.png")
     overrides = ["data=imagefolder", f"data.root={tmp_path / 'pets'}", "data.image_size=16",
-                 "num_workers=0", "data.val_fraction=0.25", "data.mean=[0,0,0]", "data.std=[1,1,1]"]
+                 "num_workers=0", "data.val_fraction=0.25", "data.test_split=0", "data.mean=[0,0,0]",
+                 "data.std=[1,1,1]"]
     data = load(compose_config, *overrides, batch_size=48)
     val_images, val_labels = next(iter(data.val))
     originals = {label: image for image, label in zip(val_images, val_labels.tolist(), strict=True)}
@@ -177,7 +182,7 @@ def test_image_folder_training_flips_images_at_random_and_validation_never(compo
 def test_the_dataloader_path_crops_and_flips_each_image_on_its_own(compose_config, cifar_root):
     # CIFAR-10's augmentation (pad 4, random crop, flip) on the DataLoader path: each training image
     # is a window of its own zero-padded image, or that window mirrored, drawn per image.
-    common = ["data=cifar10", f"data.root={cifar_root}", "data.download=false", "data.loader=torch",
+    common = ["data=cifar10", f"data.root={cifar_root}", "data.download=false", "data.val_split=0.1", "data.loader=torch",
               "data.mean=[0,0,0]", "data.std=[1,1,1]"]
     augmented = load(compose_config, *common, batch_size=64)
     plain = load(compose_config, *common, "data.augment.crop_padding=0", "data.augment.hflip=false",
@@ -204,14 +209,14 @@ def test_image_folder_with_one_class_is_refused(compose_config, tmp_path):
 
 
 def test_train_limit_keeps_the_first_images(compose_config, idx_root):
-    data = load(compose_config, "data=mnist", f"data.root={idx_root}", "data.download=false",
+    data = load(compose_config, "data=mnist", f"data.root={idx_root}", "data.download=false", "data.val_split=0",
                 "data.train_limit=100")
-    assert len(data.train.labels) == 100 and len(data.val.labels) == 200
-    # the first 100 of the file, in its order; validation untouched
-    everything = load(compose_config, "data=mnist", f"data.root={idx_root}", "data.download=false")
+    assert len(data.train.labels) == 100 and len(data.test.labels) == 200
+    # the first 100 of the file, in its order; the test split untouched
+    everything = load(compose_config, "data=mnist", f"data.root={idx_root}", "data.download=false", "data.val_split=0")
     assert torch.equal(data.train.images, everything.train.images[:100])
     assert torch.equal(data.train.labels, everything.train.labels[:100])
-    assert torch.equal(data.val.images, everything.val.images)
+    assert torch.equal(data.test.images, everything.test.images)
 
 
 def test_shuffle_is_seeded_per_epoch():
@@ -264,9 +269,9 @@ def test_stratified_split_keeps_one_of_each_class_in_both_halves():
 
 
 def test_memory_and_dataloader_paths_give_the_same_batches_without_augmentation(compose_config, idx_root):
-    memory = load(compose_config, "data=mnist", f"data.root={idx_root}", "data.download=false",
+    memory = load(compose_config, "data=mnist", f"data.root={idx_root}", "data.download=false", "data.val_split=0.1",
                   "data.resize=32")
-    loader = load(compose_config, "data=mnist", f"data.root={idx_root}", "data.download=false",
+    loader = load(compose_config, "data=mnist", f"data.root={idx_root}", "data.download=false", "data.val_split=0.1",
                   "data.resize=32", "data.loader=torch")
     for (a, la), (b, lb) in zip(memory.val, loader.val, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
@@ -293,7 +298,7 @@ def test_memory_and_dataloader_paths_score_the_same_weights_alike(compose_config
     torch.manual_seed(0)
     model = get_model("lenet")
     scores = [evaluate(model, load(compose_config, "data=mnist", f"data.root={idx_root}",
-                                   "data.download=false", f"data.loader={loader}").val, CPU)
+                                   "data.download=false", "data.val_split=0.1", f"data.loader={loader}").val, CPU)
               for loader in ("memory", "torch")]
     assert scores[0]["acc"] == scores[1]["acc"] and scores[0]["confusion"] == scores[1]["confusion"]
     assert scores[0]["loss"] == pytest.approx(scores[1]["loss"], rel=1e-6)

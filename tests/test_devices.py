@@ -47,7 +47,7 @@ def test_a_checkpoint_from_a_bigger_machine_is_evaluated_here_with_a_note(compos
     checkpoint = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
     checkpoint["config"]["device"] = "cuda:3"  # the machine it trained on had four GPUs
     torch.save(checkpoint, tmp_path / "big.pt")
-    result = evaluate_checkpoint(tmp_path / "big.pt")
+    result = evaluate_checkpoint(tmp_path / "big.pt", split="val")
     note = capsys.readouterr().err
     assert "trained on device=cuda:3, which this machine does not have; using device=auto" in note
     assert result["accuracy"] == progress(checkpoint).best_val_acc

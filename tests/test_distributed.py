@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 
 def test_two_process_gloo_run_shares_one_folder_and_one_result(tmp_path, idx_root):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "cnnbench", "data=mnist", f"data.root={idx_root}", "data.download=false",
+               "-m", "cnnbench", "data=mnist", f"data.root={idx_root}", "data.download=false", "data.val_split=0.1",
                "epochs=2", "batch_size=32", "optimizer=adam"]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

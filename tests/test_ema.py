@@ -89,9 +89,9 @@ def test_best_pt_is_picked_by_the_setting_and_the_tools_use_the_average(compose_
     best = tmp_path / "run" / "best.pt"
     chosen = max(metrics["history"], key=lambda r: (r["val_acc_ema"], -r["epoch"]))
     assert metrics["best_epoch"] == chosen["epoch"] and metrics["best_by"] == "ema"
-    averaged = evaluate_checkpoint(best)  # weights=auto: the average the checkpoint holds
+    averaged = evaluate_checkpoint(best, split="val")  # weights=auto: the average the checkpoint holds
     assert averaged["weights"] == "ema" and averaged["accuracy"] == chosen["val_acc_ema"]
-    live = evaluate_checkpoint(best, weights="live")
+    live = evaluate_checkpoint(best, weights="live", split="val")
     assert live["weights"] == "live" and live["accuracy"] == chosen["val_acc"]
     from PIL import Image
 

@@ -57,7 +57,7 @@ def _one_thread():
 def tiny(data: str, data_root: Path, image_root: Path) -> list[str]:
     """Overrides that point a preset at the tiny datasets and cut it to two steps of 4 images."""
     where = ([f"data.root={image_root}"] if data == "imagefolder"
-             else [f"data.root={data_root}", "data.download=false"])
+             else [f"data.root={data_root}", "data.download=false", "data.val_split=0.1"])
     return [*where, "epochs=1", "limit_batches=2", "batch_size=4", "device=cpu", "num_workers=0", "threads=1"]
 
 
@@ -142,7 +142,7 @@ def test_mlp_vs_cnn_compares_equal_parameter_counts(compose_config):
 @pytest.mark.slow
 def test_mlp_vs_cnn_is_a_sweep_that_ends_in_its_own_leaderboard(data_root, tmp_path):
     # no -m: the preset itself is a sweep; one seed here instead of three (4 runs, not 12)
-    result = run_cli("experiment=mlp_vs_cnn", f"data.root={data_root}", "data.download=false",
+    result = run_cli("experiment=mlp_vs_cnn", f"data.root={data_root}", "data.download=false", "data.val_split=0.1",
                      "limit_batches=2", "hydra.sweeper.params.seed=0", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     folder = tmp_path / "outputs" / "multirun" / "mlp_vs_cnn"
@@ -161,7 +161,7 @@ def test_mlp_vs_cnn_is_a_sweep_that_ends_in_its_own_leaderboard(data_root, tmp_p
 # ---------------------------------------------------------------- pixel permutation
 
 def mnist_data(compose_config, data_root: Path, *overrides: str, seed: int = 0):
-    cfg = compose_config("data=mnist", f"data.root={data_root}", "data.download=false", *overrides)
+    cfg = compose_config("data=mnist", f"data.root={data_root}", "data.download=false", "data.val_split=0.1", *overrides)
     return build_data(cfg.data, batch_size=16, seed=seed, device=CPU)
 
 

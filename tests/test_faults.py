@@ -366,7 +366,7 @@ def test_image_files_with_upper_case_extensions_and_sub_folders_count(compose_co
     (tmp_path / "pets" / "dog" / "more").mkdir()
     (tmp_path / "pets" / "dog" / "2.png").rename(tmp_path / "pets" / "dog" / "more" / "2.png")
     data = check_and_load(compose_config, tmp_path / "pets")
-    assert data.classes == ["cat", "dog"] and len(data.train.files) + len(data.val.files) == 6
+    assert data.classes == ["cat", "dog"] and sum(len(part.files) for part in (data.train, data.val, data.test)) == 6
 
 
 # ---------------------------------------------------------------- 6: bad config values

@@ -34,8 +34,9 @@ def cache_dir(tmp_path, monkeypatch) -> Path:
 
 
 def folder_data(compose_config, root: Path, *overrides: str, batch_size: int = 8, seed: int = 0):
+    # two parts, training and validation, as the cache's tests count them (test_protocol.py splits three ways)
     cfg = compose_config("data=imagefolder", f"data.root={root}", "data.image_size=16", "num_workers=0",
-                         *overrides)
+                         "data.val_split=0.2", "data.test_split=0", *overrides)
     return build_data(cfg.data, batch_size=batch_size, seed=seed, device=CPU)
 
 
@@ -207,8 +208,10 @@ def test_eval_of_an_image_folder_run_reads_the_cache(compose_config, image_root,
                          "batch_size=8", "device=cpu", "model=small_cnn")
     metrics = train(cfg, tmp_path / "run")
     monkeypatch.setattr(cache, "decode", lambda *a, **k: pytest.fail("decoded again"))
-    result = evaluate_checkpoint(tmp_path / "run" / "best.pt")
-    assert result["accuracy"] == metrics["best_val_acc"] and result["images"] == 6
+    result = evaluate_checkpoint(tmp_path / "run" / "best.pt", split="val")
+    assert result["accuracy"] == metrics["best_val_acc"] and result["images"] == 4  # 15% of 30
+    test = evaluate_checkpoint(tmp_path / "run" / "best.pt")
+    assert test["accuracy"] == metrics["test_acc"] and test["images"] == 4
 
 
 # ---------------------------------------------------------------- augmentation on the device
@@ -268,13 +271,13 @@ def test_device_augmentation_is_fixed_by_seed_and_epoch_and_exact_after_a_mid_ep
 
 
 def test_color_jitter_runs_on_the_in_memory_path_per_image(compose_config, cifar_root):
-    cfg = compose_config("data=cifar10", f"data.root={cifar_root}", "data.download=false",
+    cfg = compose_config("data=cifar10", f"data.root={cifar_root}", "data.download=false", "data.val_split=0.1",
                          "data.augment.color_jitter=0.5", "data.augment.crop_padding=0",
                          "data.augment.hflip=false")
     data = build_data(cfg.data, batch_size=50, seed=0, device=CPU)
     assert isinstance(data.train, MemoryLoader)
     images, _ = next(iter(data.train))
-    plain = build_data(compose_config("data=cifar10", f"data.root={cifar_root}", "data.download=false",
+    plain = build_data(compose_config("data=cifar10", f"data.root={cifar_root}", "data.download=false", "data.val_split=0.1",
                                       "data.augment.crop_padding=0", "data.augment.hflip=false").data,
                        batch_size=50, seed=0, device=CPU)
     reference, _ = next(iter(plain.train))  # the same images, shuffled alike, not jittered

@@ -30,7 +30,7 @@ def make_run(folder: Path, model: str, seed: int, accuracies: list[float], overr
     folder.mkdir(parents=True)
     history = [{"epoch": epoch, "val_acc": acc, "val_loss": 2 * (1 - acc), "epoch_time_s": 4.0}
                for epoch, acc in enumerate(accuracies, 1)]
-    metrics = {"status": "finished", "model": model, "data": "fake", "seed": seed,
+    metrics = {"status": "finished", "protocol": "validation", "model": model, "data": "fake", "seed": seed,
                "epochs_done": len(accuracies), "epochs": len(accuracies), "best_val_acc": max(accuracies),
                "best_epoch": accuracies.index(max(accuracies)) + 1, "final_val_acc": accuracies[-1],
                "parameters": 1000 * (len(model) + 1), "images_per_sec": 500.0 * len(model),

@@ -46,6 +46,6 @@ def test_a_run_of_the_previous_release_resumes_to_the_result_of_an_uninterrupted
 
 def test_a_checkpoint_of_the_previous_release_is_evaluated_as_it_recorded():
     recorded = json.loads((OLD_RUN / "metrics.json").read_text())
-    result = evaluate_checkpoint(OLD_RUN / "best.pt", ["device=cpu"], weights="live")
+    result = evaluate_checkpoint(OLD_RUN / "best.pt", ["device=cpu"], weights="live", split="val")
     assert result["epoch"] == recorded["best_epoch"] == 1
     assert result["accuracy"] == recorded["best_val_acc"] == result["recorded_val_acc"]

@@ -26,7 +26,7 @@ def comparable(metrics: dict) -> list[dict]:
 @pytest.mark.slow
 def test_runs_in_one_process_share_the_dataset_and_repeat_a_fresh_process_exactly(compose_config, tmp_path):
     root = write_idx_dataset(tmp_path / "data" / "MNIST" / "raw").parents[1]
-    overrides = ["data=mnist", f"data.root={root}", "data.download=false", "epochs=2", "batch_size=32",
+    overrides = ["data=mnist", f"data.root={root}", "data.download=false", "data.val_split=0.1", "epochs=2", "batch_size=32",
                  "device=cpu", "model=mlp", "model.dropout=0.2"]
     first = train(compose_config(*overrides), tmp_path / "first")
     second = train(compose_config(*overrides), tmp_path / "second")  # the dataset is read once
@@ -40,7 +40,7 @@ def test_runs_in_one_process_share_the_dataset_and_repeat_a_fresh_process_exactl
 
 def test_a_changed_dataset_file_is_read_again(compose_config, tmp_path):
     raw = write_idx_dataset(tmp_path / "data" / "MNIST" / "raw", train=100, test=20)
-    cfg = compose_config("data=mnist", f"data.root={tmp_path / 'data'}", "data.download=false")
+    cfg = compose_config("data=mnist", f"data.root={tmp_path / 'data'}", "data.download=false", "data.val_split=0")
     before = build_data(cfg.data, batch_size=10, seed=0, device=torch.device("cpu"))
     write_idx_dataset(raw, train=60, test=20)  # the files change (size and time)
     after = build_data(cfg.data, batch_size=10, seed=0, device=torch.device("cpu"))
@@ -80,17 +80,17 @@ def test_a_dataset_is_decompressed_once_into_the_cache_and_loaded_from_it(compos
 
     write_idx_dataset(tmp_path / "data" / "MNIST" / "raw", train=100, test=20)
     monkeypatch.setenv("CNNBENCH_CACHE", str(tmp_path / "cache"))
-    cfg = compose_config("data=mnist", f"data.root={tmp_path / 'data'}", "data.download=false")
+    cfg = compose_config("data=mnist", f"data.root={tmp_path / 'data'}", "data.download=false", "data.val_split=0.1")
     first = build_data(cfg.data, batch_size=10, seed=0, device=torch.device("cpu"))
     (folder,) = [path for path in (tmp_path / "cache").iterdir() if path.is_dir()]
     assert sorted(path.name for path in folder.iterdir()) == [
-        "index.json", "train_images.npy", "train_labels.npy", "val_images.npy", "val_labels.npy"]
+        "index.json", "test_images.npy", "test_labels.npy", "train_images.npy", "train_labels.npy"]
     monkeypatch.setattr(datasets, "_READ", datasets.OrderedDict())  # as a new process starts
     monkeypatch.setattr(datasets, "read_idx", lambda path: pytest.fail("decompressed again"))
     second = build_data(cfg.data, batch_size=10, seed=0, device=torch.device("cpu"))
     assert torch.equal(first.train.images, second.train.images)
     assert torch.equal(first.val.labels, second.val.labels)
-    off = compose_config("data=mnist", f"data.root={tmp_path / 'data'}", "data.download=false", "data.cache=false")
+    off = compose_config("data=mnist", f"data.root={tmp_path / 'data'}", "data.download=false", "data.val_split=0.1", "data.cache=false")
     monkeypatch.setattr(datasets, "_READ", datasets.OrderedDict())
     with pytest.raises(pytest.fail.Exception, match="decompressed again"):  # data.cache=false: read again
         build_data(off.data, batch_size=10, seed=0, device=torch.device("cpu"))

@@ -19,7 +19,7 @@ TAGS = {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "perf/images_per
 
 
 def mnist_run(compose_config, idx_root, *overrides):
-    return compose_config("data=mnist", f"data.root={idx_root}", "data.download=false",
+    return compose_config("data=mnist", f"data.root={idx_root}", "data.download=false", "data.val_split=0.1",
                           "batch_size=32", "device=cpu", *overrides)
 
 
@@ -103,7 +103,7 @@ def test_resume_without_a_checkpoint_is_refused(compose_config, idx_root, tmp_pa
 
 
 def test_cifar10_with_augmentation_and_the_dataloader_path(compose_config, cifar_root, tmp_path):
-    options = ["data=cifar10", f"data.root={cifar_root}", "data.download=false", "data.loader=torch",
+    options = ["data=cifar10", f"data.root={cifar_root}", "data.download=false", "data.val_split=0.1", "data.loader=torch",
                "num_workers=0", "epochs=1", "batch_size=50", "model=mlp", "optimizer=adamw",
                "scheduler=onecycle", "label_smoothing=0.1", "grad_clip=1.0", "device=cpu"]
     cfg = compose_config(*options)

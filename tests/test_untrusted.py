@@ -131,7 +131,7 @@ def test_cifar10_batches_named_by_a_checkpoint_cannot_run_code(trained, tmp_path
 def test_real_format_cifar10_batches_still_load(compose_config, cifar_root):
     from cnnbench.data import build_data
 
-    cfg = compose_config("data=cifar10", f"data.root={cifar_root}", "data.download=false")
+    cfg = compose_config("data=cifar10", f"data.root={cifar_root}", "data.download=false", "data.val_split=0")
     assert len(build_data(cfg.data, batch_size=8, seed=0, device=torch.device("cpu")).train.labels) == 500
 
 

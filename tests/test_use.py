@@ -37,7 +37,7 @@ def trained(tmp_path_factory, compose_config):
     base = tmp_path_factory.mktemp("use")
     root = base / "data"
     write_idx_dataset(root / "MNIST" / "raw")
-    cfg = compose_config("data=mnist", f"data.root={root}", "data.download=false", "epochs=2",
+    cfg = compose_config("data=mnist", f"data.root={root}", "data.download=false", "data.val_split=0.1", "epochs=2",
                          "batch_size=32", "device=cpu")
     metrics = train(cfg, base / "run")
     return SimpleNamespace(run=base / "run", best=base / "run" / "best.pt", metrics=metrics, root=root)
@@ -106,11 +106,14 @@ def write_test_images(folder: Path) -> list[str]:
 # ---------------------------------------------------------------- cnnbench-eval
 
 def test_eval_reproduces_the_recorded_accuracy_exactly(trained):
-    best, last = evaluate_checkpoint(trained.best), evaluate_checkpoint(trained.run / "last.pt")
+    validation = evaluate_checkpoint(trained.best, split="val")
     recorded = progress(load_checkpoint(trained.best)).best_val_acc
-    assert best["accuracy"] == recorded == trained.metrics["best_val_acc"]
-    assert last["accuracy"] == trained.metrics["final_val_acc"]
-    assert last["loss"] == pytest.approx(trained.metrics["final_val_loss"], rel=1e-6)
+    assert validation["accuracy"] == recorded == trained.metrics["best_val_acc"]
+    # the default: the test split, which the run scored once, at its end
+    best, last = evaluate_checkpoint(trained.best), evaluate_checkpoint(trained.run / "last.pt")
+    assert best["accuracy"] == trained.metrics["test_acc"]
+    assert last["accuracy"] == trained.metrics["final_test_acc"]
+    assert last["loss"] == pytest.approx(trained.metrics["final_test_loss"], rel=1e-6)
     confusion = np.array(best["confusion_matrix"])
     assert confusion.shape == (10, 10) and confusion.sum() == best["images"] == 200
     assert np.trace(confusion) / 200 == best["accuracy"]
@@ -135,6 +138,7 @@ def test_eval_with_data_root_elsewhere(trained, tmp_path):
     write_idx_dataset(tmp_path / "elsewhere" / "MNIST" / "raw", train=40, test=30)
     result = evaluate_checkpoint(trained.best, [f"data.root={tmp_path / 'elsewhere'}", "batch_size=7"])
     assert result["images"] == 30 and result["data"]["root"] == str(tmp_path / "elsewhere")
+    assert not result["same_split"] and result["recorded_acc"] is None  # other images: not the run's score
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -147,7 +147,9 @@ def main(argv: list[str]) -> None:
         if args.case and not any(part in name for part in args.case):
             continue
         with initialize_config_module(config_module="cnnbench.conf", version_base="1.3"):
-            cfg = compose("config", overrides=[*overrides, f"data.root={args.data_root}",
+            # data.val_split=0: cnnbench trains on the whole training split, as the textbook loop does,
+            # and both are scored on the test split
+            cfg = compose("config", overrides=[*overrides, "data.val_split=0", f"data.root={args.data_root}",
                                                "data.download=false", f"device={args.device}", *limit])
         with tempfile.TemporaryDirectory() as scratch:
             dataset = torchvision_dataset(cfg, Path(scratch))
@@ -163,7 +165,7 @@ def main(argv: list[str]) -> None:
                     seconds, seen, model = run_epoch()
                     rates[kind].append(seen / seconds)
                     if kind in "ab":
-                        val = build_run(cfg).data.val
+                        val = build_run(cfg).data.test
                         device = next(model.parameters()).device
                         accuracy[kind] = evaluate(model, val, device, cfg.precision, cfg.channels_last)["acc"]
         a, b, c = (statistics.median(rates[kind]) for kind in "abc")

@@ -32,7 +32,7 @@ def write_cifar10_test_folder(data_root: str, folder: Path) -> None:
     """CIFAR-10's test split as folder/<class>/<n>.png."""
     cfg = compose_config([f"data.root={data_root}", "data=cifar10", "data.download=false"])
     splits, _ = load_cifar10(cfg.data)
-    images, labels = splits["val"]
+    images, labels = splits["test"]
     for name in CIFAR10_CLASSES:
         (folder / name).mkdir(parents=True)
     for index, (image, label) in enumerate(zip(images, labels.tolist(), strict=True)):
@@ -72,7 +72,9 @@ def main(argv: list[str]) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         folder, cache = Path(scratch) / "cifar10-test", Path(scratch) / "cache"
         write_cifar10_test_folder(args.data_root, folder)
-        common = ["data=imagefolder", f"data.root={folder}", "data.image_size=32", f"data.cache_dir={cache}",
+        # 80/20, no test split: as many training images as the in-memory CIFAR-10 run below
+        common = ["data=imagefolder", f"data.root={folder}", "data.val_split=0.2", "data.test_split=0",
+                  "data.image_size=32", f"data.cache_dir={cache}",
                   "data.mean=[0.4914,0.4822,0.4465]", "data.std=[0.2470,0.2435,0.2616]", *limit]
         cached = compose_config(common)
         first_rates, _, first_build, cached_accuracy = epochs(cached, count)  # decodes into the cache
@@ -80,7 +82,8 @@ def main(argv: list[str]) -> None:
         loader_rates, loader_times, _, loader_accuracy = epochs(compose_config([*common, "data.loader=torch"]),
                                                                 count)
         memory_rates, _, _, _ = epochs(compose_config([
-            "data=cifar10", f"data.root={args.data_root}", "data.download=false", "data.augment.crop_padding=0",
+            "data=cifar10", f"data.root={args.data_root}", "data.download=false", "data.val_split=0",
+            "data.augment.crop_padding=0",
             f"data.train_limit={2000 if args.quick else 8000}"]), count)
     steady = {name: statistics.median(rates[1:]) for name, rates in
               (("cache", first_rates), ("dataloader", loader_rates), ("memory", memory_rates))}

@@ -95,7 +95,7 @@ def three_epochs(data_root: str, extra: list[str], epochs: int, repeats: int, sc
     times: dict[str, list[float]] = {"cnnbench": [], "textbook": []}
     for repeat in range(repeats):
         times["cnnbench"].append(seconds(cnnbench(
-            f"epochs={epochs}", "batch_size=256", f"data.root={data_root}", *extra,
+            f"epochs={epochs}", "batch_size=256", "data.val_split=0", f"data.root={data_root}", *extra,
             f"hydra.run.dir=three{repeat}"), scratch))
         times["textbook"].append(seconds([sys.executable, "-m", "cnnbench.bench.textbook",
                                           "--data-root", data_root, "--epochs", str(epochs),

@@ -30,7 +30,11 @@ _RANGES = [
     ("data.val_fraction", 0, 1, False, False, False),
     ("data.train_limit", 1, math.inf, True, False, True),
     ("data.num_train", 1, math.inf, True, False, True),
-    ("data.num_val", 1, math.inf, True, False, True),
+    ("data.num_val", 0, math.inf, True, False, True),
+    ("data.num_test", 0, math.inf, True, False, True),
+    ("data.val_split", 0, math.inf, True, False, False),  # a fraction below 1, or a count: see below
+    ("data.test_split", 0, math.inf, True, False, False),
+    ("data.split_seed", 0, math.inf, True, False, True),
     ("data.num_classes", 2, math.inf, True, False, True),
     ("data.permute_seed", 0, math.inf, True, False, True),
     ("data.augment.color_jitter", 0, math.inf, True, False, False),
@@ -180,5 +184,14 @@ def check_config(cfg: DictConfig) -> None:
     if _literal(cfg, "optimizer.nesterov") and not _literal(cfg, "optimizer.momentum"):
         raise CnnbenchError("optimizer.nesterov=true needs optimizer.momentum > 0; set a momentum, "
                             "or optimizer.nesterov=false")
+    for key in ("data.val_split", "data.test_split"):
+        amount = _literal(cfg, key)
+        if isinstance(amount, numbers.Real) and amount >= 1 and not float(amount).is_integer():
+            raise CnnbenchError(f"{key}={amount} is neither a fraction below 1 nor a whole number of images")
+    no_validation = _literal(cfg, "data.val_split") == 0 or (
+        _literal(cfg, "data.name") == "fake" and _literal(cfg, "data.num_val") == 0)
+    if no_validation and (_literal(cfg, "early_stopping.patience") or 0) > 0:
+        raise CnnbenchError("early_stopping.patience needs a validation split to watch, and this run has none "
+                            "(data.val_split=0 chooses nothing): set data.val_split, or early_stopping.patience=0")
     if cfg.warmup_epochs >= cfg.epochs and cfg.warmup_epochs > 0:
         raise CnnbenchError(f"warmup_epochs={cfg.warmup_epochs} must be less than epochs={cfg.epochs}")

@@ -39,8 +39,10 @@ log = logging.getLogger("cnnbench")
 T = TypeVar("T")
 
 # What turns a file into stored pixels; change it when open_image or the resize below changes.
-DECODER = "open_image+interpolate(bilinear,antialias)/1"
+DECODER = "open_image+interpolate(bilinear,antialias)/2"  # /2: with each image's pixel digest
 CHUNK = 64  # images a worker process decodes per task
+# What cached_splits calls a dataset's own splits (0.1.0 called the test split "val")
+SPLIT_NAMES = "train+test"
 
 
 @dataclass
@@ -51,6 +53,7 @@ class Decoded:
     labels: torch.Tensor  # int64 N
     files: list[str]  # the decoded files, one per row
     unreadable: dict[str, str]  # file -> why it could not be decoded (left out of the rows)
+    digests: list[str]  # a digest of each decoded file's pixels at its own size: equal images, found
     folder: Path | None  # the cache folder (None: decoded in memory, data.cache=false)
 
 
@@ -128,7 +131,8 @@ def cached_splits(name: str, files: Sequence[Path], read: Callable[[], dict[str,
     by the files' paths, sizes and modification times."""
     if cache_dir is None:
         return read()
-    digest = hashlib.sha256(DECODER.encode())
+    # SPLIT_NAMES: a cache of another release names its arrays otherwise, and is not this one's
+    digest = hashlib.sha256(f"{DECODER}/{SPLIT_NAMES}".encode())
     for path in files:
         stat = os.stat(path)
         digest.update(f"\0{Path(path).absolute()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
@@ -157,9 +161,10 @@ def cached_splits(name: str, files: Sequence[Path], read: Callable[[], dict[str,
 
 
 def decode(samples: Sequence[tuple[str, int]], mode: str, size: tuple[int, int], into: Path | None
-           ) -> tuple[torch.Tensor, torch.Tensor, list[str], dict[str, str]]:
+           ) -> tuple[torch.Tensor, torch.Tensor, list[str], dict[str, str], list[str]]:
     """Decode every sample with all cores, into the file `into` (memory-mapped, so a tree bigger
-    than memory can be cached) or into memory: pixels, labels, files and the unreadable ones."""
+    than memory can be cached) or into memory: pixels, labels, files, the unreadable ones, and each
+    decoded file's pixel digest."""
     channels = 1 if mode == "L" else 3
     shape = (len(samples), channels, *size)
     cores = cpu_cores()
@@ -168,6 +173,7 @@ def decode(samples: Sequence[tuple[str, int]], mode: str, size: tuple[int, int],
              where, cores)
     pixels = np.memmap(into, dtype=np.uint8, mode="w+", shape=shape) if into else np.empty(shape, np.uint8)
     decoded = np.zeros(len(samples), dtype=bool)
+    digests = [""] * len(samples)
     unreadable: dict[str, str] = {}
     chunks = [range(start, min(start + CHUNK, len(samples))) for start in range(0, len(samples), CHUNK)]
     tasks = [[samples[row][0] for row in chunk] for chunk in chunks]
@@ -182,7 +188,8 @@ def decode(samples: Sequence[tuple[str, int]], mode: str, size: tuple[int, int],
                 if isinstance(result, str):
                     unreadable[samples[row][0]] = result
                 else:
-                    pixels[row], decoded[row] = result, True
+                    pixels[row], digests[row] = result
+                    decoded[row] = True
             bar.update(len(chunk))
     rows = np.flatnonzero(decoded)
     for new, old in enumerate(rows):  # close the gaps unreadable files left (rows only move up)
@@ -191,19 +198,23 @@ def decode(samples: Sequence[tuple[str, int]], mode: str, size: tuple[int, int],
     if into:
         pixels.flush()
     labels = torch.tensor([samples[row][1] for row in rows], dtype=torch.long)
-    return torch.from_numpy(pixels[:len(rows)]), labels, [samples[row][0] for row in rows], unreadable
+    return (torch.from_numpy(pixels[:len(rows)]), labels, [samples[row][0] for row in rows], unreadable,
+            [digests[row] for row in rows])
 
 
-def _decode_files(paths: list[str], mode: str, size: tuple[int, int]) -> list[np.ndarray | str]:
-    # In a worker: each image as training sees it, or why it could not be read.
-    results: list[np.ndarray | str] = []
+def _decode_files(paths: list[str], mode: str, size: tuple[int, int]) -> list[tuple[np.ndarray, str] | str]:
+    # In a worker: each image as training sees it with a digest of its decoded pixels at its own
+    # size (equal images across splits are found by it, whatever size each split is stored at),
+    # or why it could not be read.
+    results: list[tuple[np.ndarray, str] | str] = []
     for path in paths:
         try:
-            image = np.asarray(open_image(path, mode))
+            image = np.ascontiguousarray(open_image(path, mode))
         except IMAGE_ERRORS:
             results.append(image_problem(path) or "could not be read")
             continue
-        results.append(resize(image, size).numpy())
+        digest = hashlib.blake2b(repr(image.shape).encode() + image.tobytes(), digest_size=16).hexdigest()
+        results.append((resize(image, size).numpy(), digest))
     return results
 
 
@@ -223,7 +234,7 @@ class DamagedCache(Exception):
 
 
 def finish(folder: Path, pixels: torch.Tensor, labels: torch.Tensor, files: list[str],
-           unreadable: dict[str, str]) -> None:
+           unreadable: dict[str, str], digests: list[str]) -> None:
     """Complete a cache folder whose pixels.u8 decode() wrote: cut the file to the decoded rows
     (unreadable files leave fewer), flush it to disk, and write the index with the digest that
     every later load checks."""
@@ -232,7 +243,7 @@ def finish(folder: Path, pixels: torch.Tensor, labels: torch.Tensor, files: list
         file.truncate(pixels.numel())
         os.fsync(file.fileno())
     index = {"decoder": DECODER, "shape": list(pixels.shape), "labels": labels.tolist(), "files": files,
-             "unreadable": unreadable, "digest": sampled_digest(path)}
+             "unreadable": unreadable, "digests": digests, "digest": sampled_digest(path)}
     (folder / "index.json").write_text(json.dumps(index))
 
 
@@ -240,11 +251,11 @@ def load(folder: Path) -> Decoded:
     """A cache folder's pixels (memory-mapped) and index; DamagedCache when they disagree."""
     try:
         index = json.loads((folder / "index.json").read_text())
-        shape, labels, files = index["shape"], index["labels"], index["files"]
+        shape, labels, files, digests = index["shape"], index["labels"], index["files"], index["digests"]
         size = (folder / "pixels.u8").stat().st_size
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DamagedCache(f"index.json: {error}") from None
-    if size != int(np.prod(shape)) or len(labels) != shape[0] or len(files) != shape[0]:
+    if size != int(np.prod(shape)) or not len(labels) == len(files) == len(digests) == shape[0]:
         raise DamagedCache(f"pixels.u8 holds {size:,} bytes, the index says {shape}")
     if sampled_digest(folder / "pixels.u8") != index.get("digest"):
         raise DamagedCache("pixels.u8 does not match its digest")
@@ -252,7 +263,7 @@ def load(folder: Path) -> Decoded:
     pixels = np.memmap(folder / "pixels.u8", dtype=np.uint8, mode="c", shape=tuple(shape)) if size else \
         np.zeros(shape, dtype=np.uint8)
     return Decoded(torch.from_numpy(pixels), torch.tensor(labels, dtype=torch.long), files,
-                   index.get("unreadable", {}), folder)
+                   index.get("unreadable", {}), digests, folder)
 
 
 def sampled_digest(path: Path, blocks: int = 64, block: int = 1 << 16) -> str:

@@ -18,10 +18,11 @@ from cnnbench.errors import CnnbenchError
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck"]
 
-# The four IDX files of MNIST and Fashion-MNIST (same names for both), by split.
+# The four IDX files of MNIST and Fashion-MNIST (same names for both), by the dataset's own split
+# (cnnbench holds its validation split out of "train": data/splits.py).
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "val": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 # our name -> (torchvision's class and folder name, which also knows the download mirrors; the classes)
 IDX_DATASETS = {
@@ -100,7 +101,7 @@ def load_idx_dataset(cfg: DictConfig) -> tuple[dict[str, Batch], list[str]]:
         folder = find_idx_folder(folders)
     if folder is None:
         raise CnnbenchError(
-            f"{cfg.name}: files not found: expected {', '.join(IDX_FILES['train'] + IDX_FILES['val'])} "
+            f"{cfg.name}: files not found: expected {', '.join(IDX_FILES['train'] + IDX_FILES['test'])} "
             f"(.gz or extracted) in {own / 'raw'}, {root}"
             + "".join(f" or {d}" for d in cfg.get("search_dirs") or [])
             + "; set data.root=DIR to where they are, or data.download=true with internet access")
@@ -184,7 +185,7 @@ def load_cifar10(cfg: DictConfig) -> tuple[dict[str, Batch], list[str]]:
     def read() -> dict[str, Batch]:
         train = [_read_cifar_batch(folder / name) for name in names[:5]]
         return {"train": (torch.cat([b[0] for b in train]), torch.cat([b[1] for b in train])),
-                "val": _read_cifar_batch(folder / "test_batch")}
+                "test": _read_cifar_batch(folder / "test_batch")}
 
     return remembered(cfg, [folder / name for name in names], read), CIFAR10_CLASSES
 
@@ -195,10 +196,12 @@ def make_fake(cfg: DictConfig, seed: int) -> tuple[dict[str, Batch], list[str]]:
     shape = (cfg.in_channels, cfg.image_size, cfg.image_size)
     patterns = torch.rand((cfg.num_classes, *shape), generator=generator) * 255
     splits = {}
-    for split, count in (("train", cfg.num_train), ("val", cfg.num_val)):
+    # its own validation and test images, drawn like the training ones (num_val=0: none)
+    for split, count in (("train", cfg.num_train), ("val", cfg.num_val), ("test", cfg.get("num_test", 128))):
         labels = torch.randint(0, cfg.num_classes, (count,), generator=generator)
         noise = torch.randn((count, *shape), generator=generator) * 40
-        splits[split] = ((patterns[labels] + noise).clamp(0, 255).to(torch.uint8), labels)
+        if count:
+            splits[split] = ((patterns[labels] + noise).clamp(0, 255).to(torch.uint8), labels)
     return splits, [f"class_{i}" for i in range(cfg.num_classes)]
 
 

@@ -2,8 +2,10 @@
 (`data.loader=memory`, the default) or decoded every epoch by a DataLoader (`data.loader=torch`)."""
 
 import copy
+import hashlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from cnnbench.data.cache import Decoded, check_readable, decoded_images, default
 from cnnbench.data.images import ImageFiles, scan_class_folders, tree_identity
 from cnnbench.data.loader import EpochSamples, data_loader, sample_transform
 from cnnbench.data.memory import MemoryLoader, process_rank
-from cnnbench.data.splits import Data, stratified_split
+from cnnbench.data.splits import Data, hold_out, split_record, stratified_split
 from cnnbench.errors import CnnbenchError
 
 log = logging.getLogger("cnnbench")
@@ -24,73 +26,152 @@ log = logging.getLogger("cnnbench")
 # the crops, often a small part of the image, are then cut from finer pixels. Validation images
 # are stored at the training size, as they are used.
 CROP_MARGIN = 1.25
+SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test"}
+
+
+# (the part's name, the images of one tree, the indices of that tree's samples it holds)
+Part = tuple[str, ImageFiles, list[int]]
 
 
 def build_image_folder(cfg: DictConfig, batch_size: int, seed: int, num_workers: int,
                        device: torch.device) -> Data:
-    """The train and validation streams of an image folder, already split (train/ + val/ or test/)
-    or split here by class."""
+    """The training, validation and test streams of an image folder: from its train/, val/ and
+    test/ folders where it has them, else held out here, per class."""
     root = Path(cfg.root).expanduser().absolute()
     if not root.is_dir():
         raise CnnbenchError(f"data.root={cfg.root}: no such folder")
     mode = "L" if cfg.grayscale else "RGB"
     size = (cfg.image_size, cfg.image_size) if isinstance(cfg.image_size, int) else tuple(cfg.image_size)
-    val_dir = next((root / name for name in ("val", "test") if (root / name).is_dir()), None)
-    if (root / "train").is_dir():
-        if val_dir is None:
-            raise CnnbenchError(f"data.root={root} has train/ but no val/ or test/ folder beside it")
-        train_set, val_set = scan_class_folders(root / "train", mode, size), scan_class_folders(val_dir, mode, size)
-        if train_set.classes != val_set.classes:
-            raise CnnbenchError(f"{root / 'train'} and {val_dir} hold different class folders: "
-                                f"{train_set.classes} vs {val_set.classes}")
-        train_indices, val_indices = list(range(len(train_set))), list(range(len(val_set)))
-    else:
-        train_set = scan_class_folders(root, mode, size)
-        val_set = copy.copy(train_set)  # the same files, with the validation transform
-        train_indices, val_indices = stratified_split(train_set.targets, cfg.val_fraction, seed)
+    parts = split_tree(cfg, root, mode, size, seed)
+    train_set, train_indices = parts[0][1], parts[0][2]
     if cfg.train_limit:
-        train_indices = train_indices[:cfg.train_limit]
+        parts[0] = ("train", train_set, train_indices[:cfg.train_limit])
     if len(train_set.classes) < 2:
         raise CnnbenchError(f"data.root={root} has {len(train_set.classes)} class folder "
                             f"({', '.join(train_set.classes)}); classification needs at least 2")
     channels = 1 if cfg.grayscale else 3
     if cfg.loader == "torch":
-        train_set.transform = sample_transform(cfg, train=True, size=size)
-        val_set.transform = sample_transform(cfg, train=False, size=size)
-        loaders = [data_loader(EpochSamples(dataset, indices), batch_size, shuffle, seed, num_workers,
-                               device, cfg.bad_images)
-                   for dataset, indices, shuffle in ((train_set, train_indices, True),
-                                                     (val_set, val_indices, False))]
+        duplicates = duplicates_across(parts, file_digest)
+        parts = without_duplicates(parts, duplicates) if cfg.get("drop_duplicates") else parts
+        streams = {}
+        for name, files, indices in parts:
+            files.transform = sample_transform(cfg, train=name == "train", size=size)
+            streams[name] = data_loader(EpochSamples(files, indices), batch_size, name == "train", seed,
+                                        num_workers, device, cfg.bad_images)
     else:
-        loaders = cached_loaders(cfg, root, (train_set, train_indices), (val_set, val_indices), mode, size,
-                                 batch_size, seed, device)
+        trees = decode_trees(cfg, parts, mode, size, device)
+        digests = {path: digest for decoded, _, _ in trees.values()
+                   for path, digest in zip(decoded.files, decoded.digests, strict=True)}
+        duplicates = duplicates_across(parts, digests.get)
+        parts = without_duplicates(parts, duplicates) if cfg.get("drop_duplicates") else parts
+        streams = cached_loaders(cfg, parts, trees, size, batch_size, seed, device)
+    report_duplicates(duplicates, root, dropped=bool(cfg.get("drop_duplicates")))
+    members = {name: [os.path.relpath(files.samples[i][0], root) for i in indices] for name, files, indices in parts}
+    how = {"dataset": "imagefolder", "folders": [name for name in ("train", "val", "test") if (root / name).is_dir()],
+           "val_split": cfg.get("val_split"), "test_split": cfg.get("test_split"), "split_seed": cfg.get("split_seed"),
+           "duplicates_across_splits": {name: len(paths) for name, paths in duplicates.items()},
+           "duplicates_left_out": bool(cfg.get("drop_duplicates")) and bool(duplicates)}
     identity = {**tree_identity(root), "classes": train_set.classes}
-    return Data(loaders[0], loaders[1], train_set.classes, channels, size, list(cfg.mean), list(cfg.std),
-                identity)
+    return Data(streams["train"], streams.get("val"), train_set.classes, channels, size, list(cfg.mean),
+                list(cfg.std), identity, test=streams.get("test"), split=split_record(members, how))
 
 
-def cached_loaders(cfg: DictConfig, root: Path, train: tuple[ImageFiles, list[int]],
-                   val: tuple[ImageFiles, list[int]], mode: str, size: tuple[int, int], batch_size: int,
-                   seed: int, device: torch.device) -> list[MemoryLoader]:
-    """In-memory loaders over the decoded images of each tree (decoded once, cached on disk)."""
-    augment = Augment.from_config(cfg.augment)
+def split_tree(cfg: DictConfig, root: Path, mode: str, size: tuple[int, int], seed: int) -> list[Part]:
+    """The tree's parts, training first: validation from val/, else held out of the training
+    images by data.val_split; test from test/, else (when there is no val/ either) held out by
+    data.test_split. A tree of train/ and val/ alone has no test split, and says so.
+
+    A config of cnnbench 0.1 (no val_split) splits as that release did: train/ with val/ or test/
+    as validation, or data.val_fraction held out by the run's seed, and no test split."""
+    folders = {name: root / name for name in ("train", "val", "test") if (root / name).is_dir()}
+    if "train" in folders:
+        trees = {name: scan_class_folders(folder, mode, size) for name, folder in folders.items()}
+        for name, files in trees.items():
+            if files.classes != trees["train"].classes:
+                raise CnnbenchError(f"{folders['train']} and {folders[name]} hold different class folders: "
+                                    f"{trees['train'].classes} vs {files.classes}")
+    elif folders.get("val") or folders.get("test"):
+        raise CnnbenchError(f"data.root={root} has {' and '.join(f'{name}/' for name in folders)} but no train/ "
+                            "folder beside it")
+    else:
+        trees = {"train": scan_class_folders(root, mode, size)}
+    train = trees["train"]
+    everything = list(range(len(train)))
+    if cfg.get("val_split") is None:  # the 0.1 split
+        held = trees.get("val") or trees.get("test")
+        if held is not None:
+            return [("train", train, everything), ("val", held, list(range(len(held))))]
+        kept, val = stratified_split(train.targets, cfg.val_fraction, seed)
+        return [("train", train, kept), ("val", copy.copy(train), val)]
+    val_amount = cfg.val_fraction if cfg.get("val_fraction") is not None else cfg.val_split
+    test_amount = cfg.get("test_split") or 0
+    parts: list[Part] = []
+    kept = everything
+    if "test" in trees:
+        parts.append(("test", trees["test"], list(range(len(trees["test"])))))
+    elif "val" not in trees and test_amount:
+        kept, test = held_out_of(train.targets, kept, test_amount, cfg.split_seed)
+        parts.append(("test", copy.copy(train), test))  # the same files, with the evaluation transform
+    else:
+        log.warning("%s: no test split (it has %s): the run is scored on its validation split only; add a "
+                    "test/ folder to score it on images nothing was chosen on", root,
+                    "train/ and val/" if "val" in trees else "data.test_split=0")
+    if "val" in trees:
+        parts.append(("val", trees["val"], list(range(len(trees["val"])))))
+    elif val_amount:
+        # of all the tree's images when given as a fraction: 0.15 and 0.15 make 70/15/15
+        share = val_amount * len(everything) / len(kept) if val_amount < 1 else val_amount
+        kept, val = held_out_of(train.targets, kept, share, cfg.split_seed + 1)
+        parts.append(("val", copy.copy(train), val))
+    order = {"val": 0, "test": 1}
+    return [("train", train, kept), *sorted(parts, key=lambda part: order[part[0]])]
+
+
+def held_out_of(targets: list[int], among: list[int], amount: float, seed: int) -> tuple[list[int], list[int]]:
+    """hold_out over the items `among` (indices into `targets`): (kept, held out), as indices."""
+    kept, held = hold_out([targets[i] for i in among], amount, seed)
+    return [among[i] for i in kept], [among[i] for i in held]
+
+
+def stored_size(cfg: DictConfig, part: str, size: tuple[int, int]) -> tuple[int, int]:
+    """The size a part's images are decoded and cached at: the training size, or with a
+    random-resized crop, CROP_MARGIN times it for the training images (crops from finer pixels)."""
+    if part == "train" and cfg.augment.get("resized_crop_scale"):
+        return tuple(round(side * CROP_MARGIN) for side in size)
+    return size
+
+
+def decode_trees(cfg: DictConfig, parts: list[Part], mode: str, size: tuple[int, int],
+                 device: torch.device) -> dict[tuple, tuple[Decoded, torch.Tensor, str]]:
+    """Each tree the parts use, at each size they need it: its decoded images (from the cache, or
+    decoded once now), the pixels where batches are gathered from, and where that is, in words.
+    An unsplit tree serves every part."""
     cache_dir = Path(cfg.cache_dir or default_cache_dir()).expanduser() if cfg.get("cache", True) else None
     budget = memory_budget(cfg.get("memory_budget_gb"), device)
-    rank, world = process_rank()
-    placed: dict[tuple, tuple[Decoded, torch.Tensor, str]] = {}  # an unsplit tree serves both splits
-    loaders = []
-    for (files, indices), training in ((train, True), (val, False)):
-        stored = size
-        if training and augment.resized_crop_scale:
-            stored = tuple(round(side * CROP_MARGIN) for side in size)
-        if (files.root, stored) not in placed:
-            decoded = decoded_images(files.root, files.samples, mode, stored, cache_dir)
+    trees: dict[tuple, tuple[Decoded, torch.Tensor, str]] = {}
+    for name, files, _ in parts:
+        key = (files.root, stored_size(cfg, name, size))
+        if key not in trees:
+            decoded = decoded_images(files.root, files.samples, mode, key[1], cache_dir)
             check_readable(decoded, cfg.bad_images)
-            placed[files.root, stored] = (decoded, *place(decoded, budget, device))
-        decoded, pixels, where = placed[files.root, stored]
+            trees[key] = (decoded, *place(decoded, budget, device))
+    return trees
+
+
+def cached_loaders(cfg: DictConfig, parts: list[Part], trees: dict[tuple, tuple[Decoded, torch.Tensor, str]],
+                   size: tuple[int, int], batch_size: int, seed: int,
+                   device: torch.device) -> dict[str, MemoryLoader]:
+    """In-memory loaders over the decoded images of each part (decode_trees)."""
+    augment = Augment.from_config(cfg.augment)
+    rank, world = process_rank()
+    loaders = {}
+    for name, files, indices in parts:
+        training = name == "train"
+        decoded, pixels, where = trees[files.root, stored_size(cfg, name, size)]
         rows = split_rows(decoded, files, indices)
-        log.info("%s: %s %s images of %dx%d, %s", files.root, f"{len(rows):,}",
-                 "training" if training else "validation", *stored, where)
+        what = SPLIT_WORDS[name]
+        log.info("%s: %s %s images of %dx%d, %s", files.root, f"{len(rows):,}", what,
+                 *stored_size(cfg, name, size), where)
         loader = MemoryLoader(pixels, decoded.labels, batch_size, mean=list(cfg.mean), std=list(cfg.std),
                               shuffle=training, seed=seed, augment=augment if training else None, size=size,
                               rows=rows, device=device, rank=rank, world=world)
@@ -98,8 +179,50 @@ def cached_loaders(cfg: DictConfig, root: Path, train: tuple[ImageFiles, list[in
         loader.skipped = {path for path in decoded.unreadable if path in chosen(files, indices)}
         for path in sorted(loader.skipped):
             log.warning("skipping %s: not a readable image (%s)", path, decoded.unreadable[path])
-        loaders.append(loader)
+        loaders[name] = loader
     return loaders
+
+
+def duplicates_across(parts: list[Part], digest: Callable[[str], str | None]) -> dict[str, list[str]]:
+    """The validation and test files whose content (`digest` of a file: its decoded pixels, or its
+    bytes) equals a training file's, by part: exact duplicates, common in scraped photo folders,
+    which a model has seen in training and so inflate the accuracy measured on them."""
+    train = {digest(files.samples[i][0]) for name, files, indices in parts if name == "train" for i in indices}
+    train.discard(None)
+    found = {}
+    for name, files, indices in parts:
+        if name != "train":
+            same = sorted(files.samples[i][0] for i in indices if digest(files.samples[i][0]) in train)
+            if same:
+                found[name] = same
+    return found
+
+
+def without_duplicates(parts: list[Part], duplicates: dict[str, list[str]]) -> list[Part]:
+    """The parts with their validation and test images that copy training images left out."""
+    return [(name, files, [i for i in indices if files.samples[i][0] not in set(duplicates.get(name, ()))])
+            for name, files, indices in parts]
+
+
+def file_digest(path: str) -> str | None:
+    """A digest of a file's bytes (the DataLoader path, which decodes nothing ahead): byte-identical
+    copies; None when it cannot be read."""
+    try:
+        with open(path, "rb") as file:
+            return hashlib.blake2b(file.read(), digest_size=16).hexdigest()
+    except OSError:
+        return None
+
+
+def report_duplicates(duplicates: dict[str, list[str]], root: Path, dropped: bool) -> None:
+    """One warning for the validation and test images that equal training images."""
+    if duplicates:
+        counts = " and ".join(f"{len(paths)} {SPLIT_WORDS[name]}" for name, paths in duplicates.items())
+        first = next(iter(duplicates.values()))[0]
+        what = "left out (data.drop_duplicates=true)" if dropped else (
+            "they inflate the accuracy measured on them: data.drop_duplicates=true leaves them out")
+        log.warning("%s: %s images are exact copies of training images (e.g. %s); %s (metrics.json: "
+                    "split.how.duplicates_across_splits)", root, counts, os.path.relpath(first, root), what)
 
 
 def place(decoded: Decoded, budget: int, device: torch.device) -> tuple[torch.Tensor, str]:

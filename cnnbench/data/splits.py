@@ -1,9 +1,16 @@
-"""A dataset's splits: the `Data` a run gets (its batch streams, classes and image shape), the
-`Batch` every stream yields, and the stratified split of labelled items."""
+"""A dataset's splits: the `Data` a run gets (its training, validation and test batch streams,
+classes and image shape), the `Batch` every stream yields, the stratified hold-out that makes the
+validation (and an image folder's test) split, and the record of which images went where.
 
+The protocol (README, "Validation and test"): everything a run chooses (best.pt, early stopping,
+the averaged weights' pick, time to accuracy) looks at the validation split only; the test split
+is scored once, at the end, on the chosen checkpoint."""
+
+import hashlib
+import json
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -25,10 +32,10 @@ class Batches(Protocol):
 
 @dataclass
 class Data:
-    """What a run needs from its dataset: the two batch streams and what the model must match."""
+    """What a run needs from its dataset: the batch streams and what the model must match."""
 
     train: Batches
-    val: Batches
+    val: Batches | None  # None: no validation split (data.val_split=0): nothing is chosen
     classes: list[str]
     in_channels: int
     image_size: tuple[int, int]  # height, width of the batches the model sees
@@ -38,6 +45,10 @@ class Data:
     # resume or a sweep rerun onto other images is refused; None for the built-in datasets, whose
     # config says what they are
     identity: dict[str, Any] | None = None
+    test: Batches | None = None  # None: the data has no test split (an image tree of train/ and val/)
+    # which images each split holds (split_record): in the run folder's split.json, its digest in
+    # metrics.json and the checkpoints, so that cnnbench-eval and a resume can tell the same split
+    split: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -84,3 +95,19 @@ def hold_out(targets: Sequence[int], amount: float, seed: int) -> tuple[list[int
         held += [members[i] for i in order[:share]]
         kept += [members[i] for i in order[share:]]
     return sorted(kept), sorted(held)
+
+
+def split_record(members: dict[str, list], how: dict[str, Any],
+                 listed: dict[str, list | str] | None = None) -> dict[str, Any]:
+    """The record of a split: how many images each part holds, a digest of which ones (the rows
+    of the dataset's files, or an image folder's files), what decided it, and the members (as
+    `listed` says them, where a part is said shorter in words)."""
+    text = json.dumps({name: members[name] for name in sorted(members)}, separators=(",", ":"))
+    return {"counts": {name: len(part) for name, part in members.items()},
+            "digest": hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16],
+            "how": how, "members": {**members, **(listed or {})}}
+
+
+def split_summary(split: dict[str, Any]) -> dict[str, Any]:
+    """The record without its members: what metrics.json and a checkpoint keep."""
+    return {key: value for key, value in split.items() if key != "members"}

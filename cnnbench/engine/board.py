@@ -10,6 +10,7 @@ from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
 from cnnbench.engine.figures import confusion_image, curves_image, image_grid
+from cnnbench.engine.validation import per_class_accuracy
 
 SCALARS = ("train_loss", "train_acc", "val_loss", "val_acc")
 
@@ -40,39 +41,46 @@ class Board:
             return
         step = record["epoch"]
         for key in SCALARS:
-            self.writer.add_scalar(key.replace("_", "/", 1), record[key], step)
+            if record[key] is not None:  # no validation split: train scalars only
+                self.writer.add_scalar(key.replace("_", "/", 1), record[key], step)
         if record.get("val_acc_ema") is not None:  # the averaged weights (ema.decay > 0)
             self.writer.add_scalar("val_ema/loss", record["val_loss_ema"], step)
             self.writer.add_scalar("val_ema/acc", record["val_acc_ema"], step)
         self.writer.add_scalar("lr", record["lr"], step)
         self.writer.add_scalar("perf/images_per_sec", record["images_per_sec"], step)
         self.writer.add_scalar("perf/epoch_time_s", record["epoch_time_s"], step)
-        for name, accuracy in per_class_accuracy(confusion, self.classes).items():
-            self.writer.add_scalar(f"val_class_acc/{name}", accuracy, step)
-        self._image("val/confusion_matrix", confusion_image(confusion, self.classes, percent=True), step)
+        if confusion:
+            for name, accuracy in per_class_accuracy(confusion, self.classes).items():
+                self.writer.add_scalar(f"val_class_acc/{name}", accuracy, step)
+            self._image("val/confusion_matrix", confusion_image(confusion, self.classes, percent=True), step)
         self.writer.flush()
 
     def finish(self, history: list[dict[str, Any]], confusion: list[list[int]],
-               mistakes: tuple[torch.Tensor, torch.Tensor, torch.Tensor], hparams: dict[str, Any],
-               metrics: dict[str, float]) -> None:
-        """The end of a run: misclassified images, hparams with final metrics, and the PNG files."""
-        images, true, predicted = mistakes
+               mistakes: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, hparams: dict[str, Any],
+               metrics: dict[str, float], test: dict[str, Any] | None = None) -> None:
+        """The end of a run: misclassified images (validation's, or with no validation split the
+        test's), the test scores of best.pt, hparams with final metrics, and the PNG files."""
+        if not self.enabled:
+            return
+        images, true, predicted = mistakes if mistakes is not None else ([], None, None)
         if len(images):
             pairs = zip(true.tolist(), predicted.tolist(), strict=True)
             captions = [[self.classes[t], f"-> {self.classes[p]}"] for t, p in pairs]  # true, then predicted
-            self._image("val/misclassified", image_grid(images, captions, self.mean, self.std))
+            split = "val" if history and history[-1].get("val_acc") is not None else "test"
+            self._image(f"{split}/misclassified", image_grid(images, captions, self.mean, self.std))
+        if test is not None:  # scored once: at the last epoch's step
+            step = history[-1]["epoch"] if history else 0
+            self.writer.add_scalar("test/acc", test["best"]["acc"], step)
+            self.writer.add_scalar("test/loss", test["best"]["loss"], step)
+            for name, accuracy in per_class_accuracy(test["best"]["confusion"], self.classes).items():
+                self.writer.add_scalar(f"test_class_acc/{name}", accuracy, step)
         # run_name=".": the hparams land beside this run's scalars, not in a new sub-folder
         self.writer.add_hparams(hparams, metrics, run_name=".")
         self.writer.close()
         if history:
             curves_image(history).save(self.run_dir / "curves.png")
+        if confusion:
             confusion_image(confusion, self.classes).save(self.run_dir / "confusion_matrix.png")
 
     def _image(self, tag: str, image: Image.Image, step: int = 0) -> None:
         self.writer.add_image(tag, np.asarray(image), step, dataformats="HWC")
-
-
-def per_class_accuracy(confusion: list[list[int]], classes: Sequence[str]) -> dict[str, float]:
-    """Accuracy of each true class: the diagonal over its row (0 for a class with no images)."""
-    rows = zip(classes, confusion, strict=True)
-    return {name: row[index] / max(1, sum(row)) for index, (name, row) in enumerate(rows)}

@@ -12,6 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 from cnnbench import files
+from cnnbench.data.splits import split_summary
 from cnnbench.engine.resume import config_changes, continue_schedule, shapes_schedule, shown_value
 from cnnbench.engine.state import Run, RunState
 from cnnbench.errors import CnnbenchError
@@ -64,6 +65,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def default_weights(checkpoint: dict[str, Any]) -> str:
+    """Which weights of a checkpoint a run's test score and the tools use unless told: the averaged
+    ones ("ema") when the run kept an average (ema.decay > 0), else the trained ones ("live")."""
+    return "ema" if checkpoint.get("ema") else "live"
+
+
 def checkpoint_state(run: Run, state: RunState) -> dict[str, Any]:
     """Everything that decides the rest of the run (weights, optimizer, scheduler, loss scaler, its
     progress with every process's random generators), and what is needed to use the model alone.
@@ -74,8 +81,8 @@ def checkpoint_state(run: Run, state: RunState) -> dict[str, Any]:
             "ema": run.ema.state_dict() if run.ema else None,
             "config": OmegaConf.to_container(run.config, resolve=True),
             "classes": data.classes, "in_channels": data.in_channels,
-            "image_size": list(data.image_size), "data_identity": data.identity, "epoch": state.epoch,
-            "progress": state.saved()}
+            "image_size": list(data.image_size), "data_identity": data.identity,
+            "split": split_summary(data.split), "epoch": state.epoch, "progress": state.saved()}
 
 
 def remove_unfinished_writes(run_dir: Path) -> None:

@@ -15,7 +15,9 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from cnnbench.config.keys import model_name, override_key
+from cnnbench.data.splits import Data, split_summary
 from cnnbench.engine.state import RunState
+from cnnbench.engine.validation import per_class_accuracy
 from cnnbench.runtime.host import HOST, cpu_cores
 
 
@@ -35,7 +37,10 @@ def hparams(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 def time_to_accuracy(history: list[dict[str, Any]], targets: list[float]) -> dict[str, Any]:
     """For each target accuracy ("0.90"), the wall-clock seconds (training and validation, summed
     over the epochs so far) and the epoch at which validation accuracy first reached it; None when
-    it never did. How DAWNBench and airbench compare recipes: not the best accuracy, the time to a bar."""
+    it never did. How DAWNBench and airbench compare recipes: not the best accuracy, the time to a bar.
+    Nothing without a validation split: the test split is not looked at while a run trains."""
+    if any(record["val_acc"] is None for record in history):
+        return {}
     reached: dict[str, Any] = {}
     for target in sorted(targets):
         seconds = 0.0
@@ -129,22 +134,29 @@ def peak_memory_mb(device: torch.device) -> dict[str, float]:
     return peaks
 
 
-def summarise(cfg: DictConfig, state: RunState, parameters: int, device: torch.device,
-              data_identity: dict[str, Any] | None, finished: bool) -> dict[str, Any]:
-    """The numbers metrics.json holds: final and best results, cost, and the per-epoch history."""
+def summarise(cfg: DictConfig, state: RunState, parameters: int, device: torch.device, data: Data,
+              test: dict[str, Any] | None, finished: bool) -> dict[str, Any]:
+    """The numbers metrics.json holds: what was chosen on validation and the test scores of that
+    choice, final results, cost, the split, and the per-epoch history."""
     history = state.history
     last = history[-1] if history else {}
+    validated = data.val is not None
     return {
         "status": "finished" if finished else "running",
         "model": model_name(cfg.model), "data": cfg.data.name, "seed": cfg.seed,
         "epochs_done": state.epoch, "epochs": cfg.epochs,
-        "best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
+        # what everything a run chooses looked at: "validation" (the validation split), "none"
+        # (data.val_split=0: nothing chosen, best.pt is the last epoch), or "test" (a run of
+        # cnnbench 0.1, or resumed from one: it chose on the test split)
+        "protocol": protocol(cfg.data) if validated else "none",
+        "best_val_acc": state.best_val_acc if validated and history else None, "best_epoch": state.best_epoch,
         # the averaged weights' (ema.decay > 0), and which of the two picked best.pt's epoch
         "best_val_acc_ema": state.best_val_acc_ema, "final_val_acc_ema": last.get("val_acc_ema"),
         "best_by": (cfg.get("ema") or {}).get("best_by", "live") if state.best_val_acc_ema else "live",
         "stopped_early": state.epoch < cfg.epochs and finished,
         "final_val_acc": last.get("val_acc"), "final_val_loss": last.get("val_loss"),
         "final_train_acc": last.get("train_acc"), "final_train_loss": last.get("train_loss"),
+        **test_results(test, data.classes),
         "parameters": parameters,
         "images_per_sec": sum(r["images_per_sec"] for r in history) / max(1, len(history)),
         "wall_time_s": state.wall_time_s, "device": str(device),
@@ -154,10 +166,32 @@ def summarise(cfg: DictConfig, state: RunState, parameters: int, device: torch.d
         "skipped_batches": state.skipped_batches, "skipped_images": state.skipped_images,
         **peak_memory_mb(device),
         "time_to_accuracy": time_to_accuracy(history, cfg.data.get("accuracy_targets") or []),
+        # how many images each split held, a digest of which (split.json lists them), what decided it
+        "split": split_summary(data.split),
         # an image folder's fingerprint and classes (a rerun or resume onto other images is refused)
-        "data_identity": data_identity,
+        "data_identity": data.identity,
         # each resume: the epoch and step it continued from, and the keys it changed ({key: [was, now]})
         "resumes": state.resumes,
         "provenance": provenance(device),
         "history": history,
     }
+
+
+def protocol(data_cfg: DictConfig) -> str:
+    """What a run with a validation stream validates on: "validation", or "test" for a config of
+    cnnbench 0.1 (no data.val_split: it validated on the test split, and goes on so)."""
+    if data_cfg.name == "fake" or data_cfg.get("val_split") is not None:
+        return "validation"
+    return "test"
+
+
+def test_results(test: dict[str, Any] | None, classes: list[str]) -> dict[str, Any]:
+    """metrics.json's test keys: the chosen checkpoint's (best.pt) accuracy, loss and per-class
+    accuracy, which weights of it, the final weights' and the final averaged weights' accuracy and
+    loss; all None before the run ends, or with no test split."""
+    best, final, ema = (test or {}).get("best"), (test or {}).get("final"), (test or {}).get("final_ema")
+    return {"test_acc": best and best["acc"], "test_loss": best and best["loss"],
+            "test_per_class_acc": per_class_accuracy(best["confusion"], classes) if best else None,
+            "test_weights": (test or {}).get("weights"), "test_epoch": (test or {}).get("best_epoch"),
+            "final_test_acc": final and final["acc"], "final_test_loss": final and final["loss"],
+            "final_test_acc_ema": ema and ema["acc"]}

@@ -73,7 +73,11 @@ class RunState:
 
     def record_best(self, record: dict[str, Any], best_by: str) -> bool:
         """Keep the best accuracies so far (live and averaged weights); True when this epoch is the
-        new best by `best_by` (live or ema), whose weights best.pt then holds."""
+        new best by `best_by` (live or ema), whose weights best.pt then holds. With no validation
+        split nothing is chosen: every epoch is the one best.pt holds, the last one in the end."""
+        if record["val_acc"] is None:
+            self.best_epoch = record["epoch"]
+            return True
         improved = {"live": record["val_acc"] > self.best_val_acc}
         self.best_val_acc = max(self.best_val_acc, record["val_acc"])
         if record["val_acc_ema"] is not None:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from cnnbench.config.checks import check_config
 from cnnbench.config.keys import model_name
 from cnnbench.data.folder import other_images
-from cnnbench.engine.board import Board, per_class_accuracy
+from cnnbench.engine.board import Board
 from cnnbench.engine.build import Run, build_run
 from cnnbench.engine.checkpoint import (
     checkpoint_state,
@@ -33,7 +33,7 @@ from cnnbench.engine.metrics import hparams, minor_page_faults, summarise
 from cnnbench.engine.resume import refuse_changes
 from cnnbench.engine.run_folder import find_resume_checkpoint
 from cnnbench.engine.state import EpochSums, RunState
-from cnnbench.engine.validation import misclassified, validate
+from cnnbench.engine.validation import misclassified, per_class_accuracy, score_test, validate
 from cnnbench.errors import CnnbenchError, Interrupted
 from cnnbench.models.cost import parameters
 from cnnbench.runtime import distributed
@@ -75,6 +75,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
         run_dir.mkdir(parents=True, exist_ok=True)
         remove_unfinished_writes(run_dir)
         write_json(OmegaConf.to_container(cfg, resolve=True), run_dir / "config.json")
+        write_json(data.split, run_dir / "split.json")  # which images went where
     board = Board(run_dir, data.classes, data.mean, data.std, enabled=main)
     parameter_count = parameters(model)
     log.info("run folder: %s", run_dir.absolute())
@@ -105,35 +106,37 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
                 save_last()
                 raise Interrupted(signals.received.name, signals.received, stopped_at(state, epoch, cfg),
                                   str(run_dir))
-            confusion = val["live"]["confusion"]
+            confusion = val["live"]["confusion"] if val["live"] else []
             record = epoch_record(run, epoch, trained, val, time.perf_counter() - evaluation_start)
             record["page_faults"] = minor_page_faults() - faults
             state.finish_epoch(record)
-            state.per_class_acc = per_class_accuracy(confusion, data.classes)
+            state.per_class_acc = per_class_accuracy(confusion, data.classes) if confusion else {}
             state.skipped_images = sorted(set(state.skipped_images) | skipped_images(run))
             board.epoch(record, confusion)
-            log.info("epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f%s  %.0f img/s  %.1f s",
-                     epoch + 1, cfg.epochs, record["train_loss"], record["train_acc"], record["val_loss"],
-                     record["val_acc"], f" (EMA {record['val_acc_ema']:.4f})" if run.ema else "",
-                     record["images_per_sec"], record["epoch_time_s"])
+            log.info("epoch %d/%d  train loss %.4f acc %.4f  %s  %.0f img/s  %.1f s", epoch + 1, cfg.epochs,
+                     record["train_loss"], record["train_acc"], validation_words(record), record["images_per_sec"],
+                     record["epoch_time_s"])
             if state.record_best(record, cfg.ema.best_by if run.ema else "live") and main:
                 save_checkpoint(checkpoint_state(run, state), run_dir / "best.pt")
             save_last()
             if main:
-                write_json(summarise(cfg, state, parameter_count, device, data.identity, finished=False),
+                write_json(summarise(cfg, state, parameter_count, device, data, None, finished=False),
                            run_dir / "metrics.json")
 
-    metrics = summarise(cfg, state, parameter_count, device, data.identity, finished=True)
-    if not confusion and state.history:  # resumed a finished run: evaluate once for the pictures
+    if not confusion and state.history and data.val is not None:  # resumed a finished run: for the pictures
         confusion = validate(run)["live"]["confusion"]
+    # the test split, scored once, now: nothing was chosen on it (README, Validation and test)
+    test = score_test(run, run_dir / "best.pt") if state.history else None
+    metrics = summarise(cfg, state, parameter_count, device, data, test, finished=True)
     if main:
         write_json(metrics, run_dir / "metrics.json")
-        final = {f"hparam/{key}": metrics[key] for key in ("best_val_acc", "final_val_acc")
+        final = {f"hparam/{key}": metrics[key] for key in ("best_val_acc", "final_val_acc", "test_acc")
                  if metrics[key] is not None}
-        board.finish(state.history, confusion, misclassified(model, data.val, device, cfg),
-                     hparams(cfg, run_dir), final)
-    log.info("best val acc %.4f at epoch %d; final %.4f. Checkpoints: %s", metrics["best_val_acc"],
-             metrics["best_epoch"], metrics["final_val_acc"], run_dir.absolute())
+        shown = data.val if data.val is not None else data.test  # no validation: the test's, after training
+        board.finish(state.history, confusion or (test["final"]["confusion"] if test else []),
+                     misclassified(model, shown, device, cfg) if shown is not None else None,
+                     hparams(cfg, run_dir), final, test)
+    log.info("%s. Checkpoints: %s", result_words(metrics), run_dir.absolute())
     if distributed.launched_by_torchrun():
         # every process says what it measured: all must agree, the metrics were all-reduced
         print(f"rank {distributed.rank()}: best val acc {metrics['best_val_acc']:.6f}", flush=True)
@@ -225,14 +228,34 @@ def epoch_record(run: Run, epoch: int, trained: TrainedEpoch, val: dict[str, Any
                  evaluation_s: float) -> dict[str, Any]:
     """One epoch's line of the history: losses, accuracies, learning rate, speed, time."""
     steady = trained.images > trained.warmup_images and trained.seconds > trained.warmup_s
-    ema = val["ema"] or {}
+    live, ema = val["live"] or {}, val["ema"] or {}  # none: no validation split
     return {"epoch": epoch + 1, "train_loss": trained.loss, "train_acc": trained.acc,
-            "val_loss": val["live"]["loss"], "val_acc": val["live"]["acc"],
+            "val_loss": live.get("loss"), "val_acc": live.get("acc"),
             "val_loss_ema": ema.get("loss"), "val_acc_ema": ema.get("acc"),
             "lr": run.optimizer.param_groups[0]["lr"], "train_images": trained.images,
             "images_per_sec": (trained.images - trained.warmup_images) / (trained.seconds - trained.warmup_s)
             if steady else trained.images / trained.seconds,
             "epoch_time_s": trained.seconds + evaluation_s, "warmup_s": trained.warmup_s}
+
+
+def validation_words(record: dict[str, Any]) -> str:
+    """`val loss 0.3412 acc 0.8812 (EMA 0.8934)`, or that there is no validation."""
+    if record["val_acc"] is None:
+        return "no validation (data.val_split=0)"
+    ema = f" (EMA {record['val_acc_ema']:.4f})" if record.get("val_acc_ema") is not None else ""
+    return f"val loss {record['val_loss']:.4f} acc {record['val_acc']:.4f}{ema}"
+
+
+def result_words(metrics: dict[str, Any]) -> str:
+    """The run's end in a line: what was chosen on validation, and the test score of that choice."""
+    if metrics["best_val_acc"] is not None:
+        words = (f"best val acc {metrics['best_val_acc']:.4f} at epoch {metrics['best_epoch']}; "
+                 f"final {metrics['final_val_acc']:.4f}")
+    else:
+        words = f"no validation: best.pt is the last epoch ({metrics['best_epoch']})"
+    if metrics["test_acc"] is not None:
+        words += f"; test acc {metrics['test_acc']:.4f} (best.pt, scored once)"
+    return words
 
 
 def stopped_at(state: RunState, epoch: int, cfg: DictConfig) -> str:
@@ -244,7 +267,7 @@ def stopped_at(state: RunState, epoch: int, cfg: DictConfig) -> str:
 
 def skipped_images(run: Run) -> set[str]:
     """Images the loaders left out as unreadable (data.bad_images=skip)."""
-    return getattr(run.data.train, "skipped", set()) | getattr(run.data.val, "skipped", set())
+    return set().union(*(getattr(stream, "skipped", set()) for stream in (run.data.train, run.data.val, run.data.test)))
 
 
 def classification_loss(outputs: torch.Tensor | tuple[torch.Tensor, ...], labels: torch.Tensor,

@@ -2,8 +2,10 @@
 cnnbench-eval), a run's live and averaged weights scored together, and the misclassified images a
 run shows at its end."""
 
+import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,6 +13,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
+from cnnbench.engine.checkpoint import default_weights, load_checkpoint
 from cnnbench.engine.state import Run
 from cnnbench.errors import CnnbenchError
 from cnnbench.runtime import distributed
@@ -70,10 +73,19 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "f
             "confusion": confusion.tolist()}
 
 
+def per_class_accuracy(confusion: list[list[int]], classes: Sequence[str]) -> dict[str, float]:
+    """Accuracy of each true class: the diagonal over its row (0 for a class with no images)."""
+    rows = zip(classes, confusion, strict=True)
+    return {name: row[index] / max(1, sum(row)) for index, (name, row) in enumerate(rows)}
+
+
 def validate(run: Run, stop: Callable[[int], bool] | None = None) -> dict[str, Any] | None:
     """The run's live weights' scores on its validation data ("live"), and its averaged weights'
-    ("ema", None without ema.decay); None when `stop` ended the evaluation (a stop signal)."""
+    ("ema", None without ema.decay); both None when the data has no validation split; None when
+    `stop` ended the evaluation (a stop signal)."""
     cfg, scores = run.config, {}
+    if run.data.val is None:  # data.val_split=0: nothing to score, nothing is chosen
+        return {"live": None, "ema": None}
     models = {"live": run.model, "ema": run.ema.model if run.ema else None}
     for name, model in models.items():
         if model is None:
@@ -106,3 +118,28 @@ def misclassified(model: nn.Module, loader, device: torch.device, cfg: DictConfi
         if total >= limit:
             break
     return tuple(torch.cat(parts) for parts in zip(*found, strict=True))
+
+
+def score_test(run: Run, best: Path) -> dict[str, Any] | None:
+    """The test split, scored once at the end of a run: the chosen checkpoint `best` (best.pt) with
+    the weights the tools use by default (the averaged ones when it has them), the final weights, and
+    the final averaged weights; None when the data has no test split. Every process takes part."""
+    if run.data.test is None:
+        return None
+    cfg = run.config
+
+    def score(model: nn.Module) -> dict[str, Any]:
+        return evaluate(model, run.data.test, run.device, cfg.precision, cfg.channels_last, cfg.limit_batches,
+                        cfg.tta, num_classes=run.data.num_classes)
+
+    distributed.barrier()  # rank 0 has written best.pt
+    checkpoint = load_checkpoint(best)
+    weights = default_weights(checkpoint)
+    chosen = copy.deepcopy(unwrap(run.model))
+    chosen.load_state_dict(checkpoint["ema"]["model"] if weights == "ema" else checkpoint["model"])
+    if cfg.channels_last:
+        chosen = chosen.to(memory_format=torch.channels_last)
+    if run.ema:
+        run.ema.same_on_every_process()
+    return {"best": score(chosen), "best_epoch": checkpoint["epoch"], "weights": weights,
+            "final": score(run.model), "final_ema": score(run.ema.model) if run.ema else None}

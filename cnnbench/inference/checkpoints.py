@@ -12,7 +12,7 @@ from torch import nn
 
 from cnnbench.config.trust import check_stored_config
 from cnnbench.engine.build import build_model
-from cnnbench.engine.checkpoint import load_checkpoint
+from cnnbench.engine.checkpoint import default_weights, load_checkpoint
 from cnnbench.errors import CnnbenchError
 
 _ABSENT = object()  # OmegaConf.select's answer for a missing key (None is a key set to null)
@@ -58,11 +58,10 @@ def chosen_weights(checkpoint: dict[str, Any], weights: str) -> str:
     average (ema.decay > 0), else the live ones; `ema` and `live` ask for one."""
     if weights not in WEIGHTS:
         raise CnnbenchError(f"weights={weights!r}: use auto, ema or live")
-    has_average = bool(checkpoint.get("ema"))
-    if weights == "ema" and not has_average:
+    if weights == "ema" and not checkpoint.get("ema"):
         raise CnnbenchError("weights=ema: this checkpoint holds no averaged weights "
                             "(its run had ema.decay=0)")
-    return "ema" if weights == "ema" or (weights == "auto" and has_average) else "live"
+    return default_weights(checkpoint) if weights == "auto" else weights
 
 
 def rebuild_model(checkpoint: dict[str, Any], source: str | Path, model_cfg: DictConfig | None = None,

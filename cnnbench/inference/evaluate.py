@@ -1,6 +1,7 @@
 """A checkpoint scored again on its validation data (cnnbench-eval): rebuilt from the config stored
 in it, whose keys a user may change; on the CPU the accuracy is exactly the one the run recorded."""
 
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,9 +22,15 @@ from cnnbench.runtime.device import available, select_device
 TOOL = "cnnbench-eval"
 
 
-def evaluate_checkpoint(ckpt: str | Path, overrides: Sequence[str] = (), weights: str = "auto"
-                        ) -> dict[str, Any]:
-    """Accuracy, loss, per-class accuracy and confusion matrix of a checkpoint on its validation data."""
+SPLITS = ("test", "val")  # the tools' split= argument
+
+
+def evaluate_checkpoint(ckpt: str | Path, overrides: Sequence[str] = (), weights: str = "auto",
+                        split: str = "test") -> dict[str, Any]:
+    """Accuracy, loss, per-class accuracy and confusion matrix of a checkpoint on its data's test
+    split (or its validation split: split=val), the split its run had."""
+    if split not in SPLITS:
+        raise CnnbenchError(f"split={split!r}: use test or val")
     checkpoint = open_checkpoint(ckpt)
     cfg = apply_overrides(checkpoint["config"], list(overrides))
     check_config(cfg)
@@ -38,19 +45,49 @@ def evaluate_checkpoint(ckpt: str | Path, overrides: Sequence[str] = (), weights
         raise CnnbenchError(f"the data does not match the checkpoint: {describe(*here)} here, "
                             f"{describe(*trained)} in training; check the data.* overrides")
 
+    recorded_split = (checkpoint.get("split") or {}).get("digest")
+    same_split = not recorded_split or data.split.get("digest") == recorded_split
+    if not same_split:  # other images (another copy of the data, new data): scored, but not the run's numbers
+        print(f"{TOOL}: note: the data gives another split than the run had ({data.split['counts']} here, "
+              f"{checkpoint['split']['counts']} then): this is not the run's {split} score; check data.root "
+              "and the data.* overrides if it should be", file=sys.stderr)
+    images = data.test if split == "test" else data.val
+    if images is None:
+        raise CnnbenchError(f"split={split}: this data has no {'test' if split == 'test' else 'validation'} split "
+                            f"(its splits: {', '.join(data.split.get('counts', {}))}); try split="
+                            f"{'val' if split == 'test' else 'test'}")
     # .get: checkpoints saved before the tta key existed
-    metrics = evaluate(model, data.val, device, cfg.precision, cfg.channels_last, tta=cfg.get("tta", False))
+    metrics = evaluate(model, images, device, cfg.precision, cfg.channels_last, tta=cfg.get("tta", False))
     confusion = torch.tensor(metrics["confusion"])  # rows: true class, columns: predicted
     per_class = {name: (row[i] / row.sum()).item() if row.sum() else None
                  for i, (name, row) in enumerate(zip(data.classes, confusion.double(), strict=True))}
-    key = "val_acc_ema" if weights == "ema" else "val_acc"
-    history = RunState.from_checkpoint(checkpoint).history
-    recorded = history[-1].get(key) if history else None
+    recorded = recorded_accuracy(checkpoint, Path(ckpt), weights, split) if same_split else None
     return {"tool": TOOL, "checkpoint": str(Path(ckpt).absolute()), "epoch": checkpoint["epoch"],
-            "model": model_name(cfg.model), "overrides": list(overrides), "weights": weights,
+            "model": model_name(cfg.model), "overrides": list(overrides), "weights": weights, "split": split,
             "data": OmegaConf.to_container(cfg.data, resolve=True), "images": int(confusion.sum()),
-            "accuracy": metrics["acc"], "loss": metrics["loss"], "recorded_val_acc": recorded,
+            "accuracy": metrics["acc"], "loss": metrics["loss"], "recorded_acc": recorded, "same_split": same_split,
+            "recorded_val_acc": recorded if split == "val" else None,
             "per_class": per_class, "classes": data.classes, "confusion_matrix": confusion.tolist()}
+
+
+def recorded_accuracy(checkpoint: dict[str, Any], path: Path, weights: str, split: str) -> float | None:
+    """The accuracy the run recorded for these weights on this split: the checkpoint's epoch's
+    validation accuracy; the test accuracy metrics.json beside best.pt or last.pt holds (scored
+    once, at the end of the run); None when it recorded none."""
+    if split == "val":
+        history = RunState.from_checkpoint(checkpoint).history
+        return history[-1].get("val_acc_ema" if weights == "ema" else "val_acc") if history else None
+    try:
+        metrics = json.loads((path.parent / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(metrics, dict) or metrics.get("status") != "finished":
+        return None
+    if path.name == "best.pt" and metrics.get("test_weights") == weights:
+        return metrics.get("test_acc")
+    if path.name == "last.pt" and metrics.get("epochs_done") == checkpoint["epoch"]:
+        return metrics.get("final_test_acc_ema" if weights == "ema" else "final_test_acc")
+    return None
 
 
 def stored_device(name: str, overrides: Sequence[str]) -> str:

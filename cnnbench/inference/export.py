@@ -29,8 +29,10 @@ def check_inputs(checkpoint: dict) -> tuple[torch.Tensor, str]:
         cfg.data.download = False  # a check batch is not worth a download
     try:
         data = build_data(cfg.data, batch_size=32, seed=cfg.seed, device=torch.device("cpu"))
-        images = next(iter(data.val))[0]
-        return images, f"{len(images)} validation images of {cfg.data.name}"
+        split, stream = next((name, stream) for name, stream in (("validation", data.val), ("test", data.test),
+                                                                   ("training", data.train)) if stream is not None)
+        images = next(iter(stream))[0]
+        return images, f"{len(images)} {split} images of {cfg.data.name}"
     except CnnbenchError:
         shape = (8, checkpoint["in_channels"], *checkpoint["image_size"])
         random = torch.randn(shape, generator=torch.Generator().manual_seed(0))

@@ -109,59 +109,84 @@ def find_reference(rows: list[dict[str, Any]], baseline: str | None) -> int | No
     raise CnnbenchError(f"--baseline {baseline!r} names no row; the rows: {named}")
 
 
+# What a row is compared on: (its values over seeds, the key of their mean, the prefix of the
+# columns the comparison fills). Validation: what chose each run's checkpoint and what ranks the
+# rows; test: the chosen checkpoints' test accuracy, the number a paper prints.
+MEASURES = {"val": ("best_values", "best_val_acc_mean", ""), "test": ("test_values", "test_acc_mean", "test_")}
+
+
 def compare(rows: list[dict[str, Any]], baseline: str | None = None) -> int | None:
-    """Give every row its confidence interval and its difference from the reference row (row
-    mean − reference mean) with Welch's p-value; return the reference's index."""
+    """Give every row, on validation and on test, its confidence interval and its difference from
+    the reference row (row mean − reference mean) with Welch's p-value; return the reference's
+    index (the best row by validation, or the one `baseline` names)."""
     reference = find_reference(rows, baseline)
-    for index, row in enumerate(rows):
-        values = row["best_values"]
-        interval = confidence_interval(values)
-        row["best_val_acc_ci_low"], row["best_val_acc_ci_high"] = interval or (None, None)
-        row["diff_from_reference"] = row["welch_p"] = None
-        row["comparison"] = ""
-        if index == reference:
-            row["comparison"], row["diff_from_reference"] = REFERENCE, 0.0 if values else None
-            continue
-        if reference is None or not values:
-            continue
-        p = welch_p(values, rows[reference]["best_values"])
-        if p is not None:
-            row["diff_from_reference"] = statistics.fmean(values) - rows[reference]["best_val_acc_mean"]
-            row["welch_p"] = p
-            row["comparison"] = SAME if p >= LEVEL else DIFFERENT
+    for values_key, mean_key, prefix in MEASURES.values():
+        ci = "best_val_acc_ci" if not prefix else "test_acc_ci"
+        for index, row in enumerate(rows):
+            values = row[values_key]
+            row[f"{ci}_low"], row[f"{ci}_high"] = confidence_interval(values) or (None, None)
+            row[f"{prefix}diff_from_reference"] = row[f"{prefix}welch_p"] = None
+            row[f"{prefix}comparison"] = ""
+            if index == reference:
+                row[f"{prefix}comparison"] = REFERENCE
+                row[f"{prefix}diff_from_reference"] = 0.0 if values else None
+                continue
+            if reference is None or not values:
+                continue
+            p = welch_p(values, rows[reference][values_key])
+            if p is not None:
+                row[f"{prefix}diff_from_reference"] = statistics.fmean(values) - rows[reference][mean_key]
+                row[f"{prefix}welch_p"] = p
+                row[f"{prefix}comparison"] = SAME if p >= LEVEL else DIFFERENT
     return reference
 
 
-def interval_cell(row: dict[str, Any]) -> str:
+def interval_cell(row: dict[str, Any], measure: str = "val") -> str:
     """`0.9238–0.9794`, or why there is none."""
-    if row["best_val_acc_ci_low"] is None:
-        return ONE_SEED if row["seeds"] == 1 else ""
-    return f"{row['best_val_acc_ci_low']:.4f}–{row['best_val_acc_ci_high']:.4f}"
+    ci = "best_val_acc_ci" if measure == "val" else "test_acc_ci"
+    if row[f"{ci}_low"] is None:
+        return ONE_SEED if len(row[MEASURES[measure][0]]) == 1 else ""
+    return f"{row[f'{ci}_low']:.4f}–{row[f'{ci}_high']:.4f}"
 
 
-def versus_cell(row: dict[str, Any], reference: dict[str, Any] | None) -> str:
+def versus_cell(row: dict[str, Any], reference: dict[str, Any] | None, measure: str = "val") -> str:
     """`≈ −0.0184 (p 0.09)` (indistinguishable), `−0.0410 (p 0.003)`, `reference`, or why not."""
-    if row["comparison"] == REFERENCE:
+    values_key, _, prefix = MEASURES[measure]
+    if row[f"{prefix}comparison"] == REFERENCE:
         return REFERENCE
-    if row["welch_p"] is not None:
-        p = row["welch_p"]
+    if row[f"{prefix}welch_p"] is not None:
+        p = row[f"{prefix}welch_p"]
         shown = f"{p:.2g}" if p >= 0.001 else "<0.001"
-        return f"{'≈ ' if row['comparison'] == SAME else ''}{row['diff_from_reference']:+.4f} (p {shown})"
-    if reference is None or not row["best_values"]:
+        same = row[f"{prefix}comparison"] == SAME
+        return f"{'≈ ' if same else ''}{row[f'{prefix}diff_from_reference']:+.4f} (p {shown})"
+    if reference is None or not row[values_key]:
         return ""
-    if row["seeds"] == 1:
+    if len(row[values_key]) == 1:
         return "1 seed: no test"
-    return "reference has 1 seed: no test" if reference["best_values"] else "reference has no result"
+    return "reference has 1 seed: no test" if reference[values_key] else "reference has no result"
 
 
 def legend(rows: list[dict[str, Any]], reference: int | None, baseline: bool) -> str | None:
-    """The line under the table that says what the interval and the ≈ mean."""
-    if reference is None or len(rows) < 2:
-        return None  # nothing to compare
-    which = "the baseline" if baseline else "the best row"
-    return (f"95% CI: of the mean best val acc over seeds (Student's t). vs {which} "
-            f"({row_labels(rows)[reference]}): difference of the means, Welch's t-test p; "
-            f"≈: indistinguishable from it (p ≥ {LEVEL}).")
+    """The lines under the table that say what the columns mean and what was chosen on what."""
+    if not rows:
+        return None
+    lines = ["best val acc: the validation accuracy of each run's chosen epoch (best.pt; the rows are "
+             "ranked by it); test acc: the test accuracy of that checkpoint, scored once after training."]
+    if reference is not None and len(rows) >= 2:
+        which = "the baseline" if baseline else "the best row"
+        lines.append(f"95% CI: of the mean over seeds (Student's t). vs {which} ({row_labels(rows)[reference]}): "
+                     f"difference of the means, Welch's t-test p; ≈: indistinguishable from it (p ≥ {LEVEL}).")
+    marked = sorted({PROTOCOL_MARKS[row["protocol"]] for row in rows if row.get("protocol") in PROTOCOL_MARKS})
+    lines += [PROTOCOL_NOTES[mark] for mark in marked]
+    return "\n".join(lines)
+
+
+# Rows whose runs did not choose on a validation split, marked after their model's name
+PROTOCOL_MARKS = {"none": "°", "test": "†"}
+PROTOCOL_NOTES = {"°": "°: trained with no validation split (data.val_split=0): nothing chosen, best.pt is "
+                       "the last epoch; its best val acc is empty.",
+                  "†": "†: runs of cnnbench 0.1, which chose best.pt on the test split: their best val acc is a "
+                       "test accuracy, biased upward, and they have no test acc of their own."}
 
 
 def ema_columns(metrics: list[dict[str, Any]]) -> dict[str, Any]:

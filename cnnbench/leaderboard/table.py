@@ -26,10 +26,12 @@ from cnnbench.sweep.folders import RunInfo, collect_runs
 
 # The csv's columns, in order (--sort takes any of them); the csv holds raw values, one per cell.
 # statistics.py: the interval, the difference from the reference row and its p-value.
-COLUMNS = ["model", "data", "config", "seeds", "best_val_acc_mean", "best_val_acc_std",
+COLUMNS = ["model", "data", "config", "seeds", "protocol", "best_val_acc_mean", "best_val_acc_std",
            "best_val_acc_ci_low", "best_val_acc_ci_high", "diff_from_reference", "welch_p", "comparison",
-           "final_val_acc_mean", "final_val_acc_std", "best_epoch_mean", "parameters", "macs",
-           "images_per_sec", "wall_time_s", "finished", "running", "stale", "failed", "hardware"]
+           "test_acc_mean", "test_acc_std", "test_acc_ci_low", "test_acc_ci_high", "test_diff_from_reference",
+           "test_welch_p", "test_comparison", "final_val_acc_mean", "final_val_acc_std", "final_test_acc_mean",
+           "final_test_acc_std", "best_epoch_mean", "parameters", "macs", "images_per_sec", "wall_time_s",
+           "finished", "running", "stale", "failed", "hardware"]
 # Only when a row has them: the averaged weights' accuracies (ema.decay > 0), and per accuracy
 # target (time_to_accuracy in metrics.json) its TIME_COLUMNS.
 EMA_COLUMNS = ["best_val_acc_ema_mean", "best_val_acc_ema_std", "final_val_acc_ema_mean",
@@ -53,26 +55,39 @@ def _runs(row: dict[str, Any]) -> str:
 
 
 def display(rows: list[dict[str, Any]], markdown: bool) -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
-    """The columns of the markdown table (every one), or of the console table (narrower: without
-    the final accuracies, the best epoch, the wall time and the hardware, the run counts in one
-    cell): (heading, the cell's text from a row)."""
+    """The columns of the markdown table (every one), or of the console table (narrower: the
+    validation accuracy that ranks the rows, then the test accuracy with its interval and test;
+    without the final accuracies, the best epoch, the wall time and the hardware, the run counts in
+    one cell): (heading, the cell's text from a row)."""
     reference = next((row for row in rows if row["comparison"] == comparison.REFERENCE), None)
     ema = any(row["best_val_acc_ema_mean"] is not None for row in rows)
     targets = time_targets_of(rows)
+    versus = "vs baseline" if reference and reference.get("baseline") else "vs best"
+    # the console's interval and test are the test accuracy's (the number to publish) when the
+    # runs have one; runs of cnnbench 0.1 have none, and get their validation accuracy's
+    tested = any(row["test_values"] for row in rows)
     columns = [
-        ("model", lambda row: row["model"]), ("data", lambda row: row["data"]),
+        ("model", lambda row: row["model"] + comparison.PROTOCOL_MARKS.get(row["protocol"], "")),
+        ("data", lambda row: row["data"]),
         ("config", lambda row: row["shown_config"]), ("seeds", lambda row: str(row["seeds"])),
         ("best val acc", lambda row: _meanstd(row, "best_val_acc")),
-        ("95% CI", comparison.interval_cell),
-        ("vs baseline" if reference and reference.get("baseline") else "vs best",
-         lambda row: comparison.versus_cell(row, reference)),
     ]
+    if markdown or not tested:
+        columns += [("95% CI" if not markdown else "val 95% CI", comparison.interval_cell),
+                    (versus if not markdown else f"val {versus}", lambda row: comparison.versus_cell(row, reference))]
+    if markdown or tested:
+        columns += [
+            ("test acc", lambda row: _meanstd(row, "test_acc")),
+            ("test 95% CI", lambda row: comparison.interval_cell(row, "test")),
+            (f"test {versus}", lambda row: comparison.versus_cell(row, reference, "test")),
+        ]
     if ema:
         columns.append(("best val acc (EMA)", lambda row: _meanstd(row, "best_val_acc_ema")))
     if ema and markdown:
         columns.append(("final val acc (EMA)", lambda row: _meanstd(row, "final_val_acc_ema")))
     if markdown:
         columns += [("final val acc", lambda row: _meanstd(row, "final_val_acc")),
+                    ("final test acc", lambda row: _meanstd(row, "final_test_acc")),
                     ("best epoch", lambda row: _number("{:.1f}", row["best_epoch_mean"]))]
     columns += [
         ("parameters", lambda row: _number("{:,}", row["parameters"])),
@@ -160,13 +175,20 @@ def leaderboard_rows(runs: list[RunInfo], sort: str = "best_val_acc_mean", ascen
         metrics = used_metrics[key]
         best = [m["best_val_acc"] for m in metrics if m.get("best_val_acc") is not None]
         final = [m["final_val_acc"] for m in metrics if m.get("final_val_acc") is not None]
+        test = [m["test_acc"] for m in metrics if m.get("test_acc") is not None]
+        final_test = [m["final_test_acc"] for m in metrics if m.get("final_test_acc") is not None]
+        # runs of cnnbench 0.1 say nothing: they chose on the test split
+        protocols = sorted({m.get("protocol", "test") for m in metrics})
         model, data, config = describe(members[0])
         with_config = next((r for r in members if r.config), None)
         machines = dict.fromkeys(filter(None, (comparison.hardware(m.get("provenance")) for m in metrics)))
         rows.append({
             "model": model, "data": data, "config": config, "seeds": len(metrics),
+            "protocol": "+".join(protocols) if protocols else None,
             "best_val_acc_mean": mean(best), "best_val_acc_std": std(best),
+            "test_acc_mean": mean(test), "test_acc_std": std(test),
             "final_val_acc_mean": mean(final), "final_val_acc_std": std(final),
+            "final_test_acc_mean": mean(final_test), "final_test_acc_std": std(final_test),
             **comparison.ema_columns(metrics),
             "best_epoch_mean": mean([m["best_epoch"] for m in metrics if "best_epoch" in m]),
             "parameters": metrics[0].get("parameters") if metrics else None,
@@ -178,7 +200,7 @@ def leaderboard_rows(runs: list[RunInfo], sort: str = "best_val_acc_mean", ascen
             "hardware": "; ".join(machines) or None,
             "folders": [r.folder for r in members],
             "errors": [(r.folder, r.error) for r in members if r.status == "failed"],
-            "best_values": best, "metrics": metrics,  # for the statistics and the pictures
+            "best_values": best, "test_values": test, "metrics": metrics,  # for the statistics and the pictures
         })
     reference = comparison.compare(rows, baseline)
     if reference is not None:

@@ -91,6 +91,12 @@ def broadcast(tensor: torch.Tensor) -> None:
         dist.broadcast(tensor, src=0)
 
 
+def barrier() -> None:
+    """Wait until every process has come here (nothing when not distributed)."""
+    if dist.is_initialized():
+        dist.barrier()
+
+
 def _all_reduce(tensor: torch.Tensor, op: dist.ReduceOp) -> torch.Tensor:
     if dist.is_initialized():
         tensor = tensor.clone()
