@@ -14,6 +14,7 @@ import yaml
 
 from cnnbench.engine.checkpoint import load_checkpoint
 from cnnbench.inference.evaluate import evaluate_checkpoint
+from conftest import write_idx_dataset
 
 OLD_RUN = Path(__file__).parent / "data" / "release-0.1.0-run"
 
@@ -49,3 +50,28 @@ def test_a_checkpoint_of_the_previous_release_is_evaluated_as_it_recorded():
     result = evaluate_checkpoint(OLD_RUN / "best.pt", ["device=cpu"], weights="live", split="val")
     assert result["epoch"] == recorded["best_epoch"] == 1
     assert result["accuracy"] == recorded["best_val_acc"] == result["recorded_val_acc"]
+
+
+OLD_MNIST_RUN = Path(__file__).parent / "data" / "release-0.1.0-mnist-run"
+
+
+def test_an_mnist_run_of_the_previous_release_goes_on_validating_as_it_did(tmp_path):
+    # tests/data/release-0.1.0-mnist-run: an MLP, 1 epoch of a small MNIST-format dataset (600 training
+    # and 200 test images, as tests/conftest.py writes them), which validated on the test split
+    write_idx_dataset(tmp_path / "data", train=600, test=200)
+    old = tmp_path / "old"
+    shutil.copytree(OLD_MNIST_RUN, old)
+    resumed = cnnbench(f"resume={old}", "epochs=2", f"data.root={tmp_path / 'data'}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "a run of an earlier release: it goes on as it was (data.val_split=null" in resumed.stdout
+    metrics = json.loads((old / "metrics.json").read_text())
+    assert metrics["protocol"] == "test" and metrics["split"]["counts"] == {"train": 600, "val": 200, "test": 200}
+    # as the same run of this release with the 0.1 protocol (no validation split held out)
+    overrides = [o for o in yaml.safe_load((OLD_MNIST_RUN / ".hydra" / "overrides.yaml").read_text())
+                 if not o.startswith(("data.root", "epochs"))]
+    straight = cnnbench(*overrides, "epochs=2", f"data.root={tmp_path / 'data'}", "data.val_split=null",
+                        "hydra.run.dir=straight", cwd=tmp_path)
+    assert straight.returncode == 0, straight.stderr
+    theirs = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    keys = ("train_loss", "val_acc", "val_loss", "lr")
+    assert [[r[k] for k in keys] for r in metrics["history"]] == [[r[k] for k in keys] for r in theirs["history"]]

@@ -30,6 +30,12 @@ SCHEDULE_KEYS = ("epochs", "optimizer", "scheduler", "warmup_epochs", "early_sto
 FIXED_ON_RESUME = ("optimizer._target_", "optimizer._partial_")
 
 
+# Keys added since cnnbench 0.1 that decide what a run trains, with the value that gives a run of
+# that release, resumed or evaluated now, what it had (it held no validation split out: it
+# validated on the test split, data/splits.py).
+SINCE_0_1 = {"data.val_split": None, "data.test_split": None}
+
+
 def may_change_on_resume(key: str) -> bool:
     """Whether a resume may give the flat config key `key` another value than the run had."""
     def under(prefixes: tuple[str, ...]) -> bool:

@@ -10,6 +10,7 @@ trained (the model, the data, the seed, the batch size, the loss) cannot change 
 result would be neither run, so it is refused in one line before anything is written.
 """
 
+import copy
 import logging
 import warnings
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cnnbench.config.keys import flatten, may_change_on_resume, model_name
+from cnnbench.config.keys import SINCE_0_1, flatten, may_change_on_resume, model_name
 from cnnbench.engine.state import Run
 from cnnbench.errors import CnnbenchError
 
@@ -53,6 +54,21 @@ def config_changes(saved: dict[str, Any], cfg: DictConfig, keys=None) -> dict[st
         if now != was:
             changed[key] = (was, now)
     return changed
+
+
+def continued_config(saved: dict[str, Any], cfg: DictConfig) -> DictConfig:
+    """The config a resume trains with: `cfg`, but for the keys added since the run's release that
+    decide what it trains (config/keys.py SINCE_0_1), which keep the value that release had."""
+    had = flatten(saved)
+    missing = {key: value for key, value in SINCE_0_1.items() if key not in had and _value(cfg, key) is not _MISSING}
+    if not missing:
+        return cfg
+    continued = copy.deepcopy(cfg)
+    for key, value in missing.items():
+        OmegaConf.update(continued, key, value, merge=False)
+    log.info("a run of an earlier release: it goes on as it was (%s)",
+             ", ".join(f"{key}={shown_value(value)}" for key, value in missing.items()))
+    return continued
 
 
 def refuse_changes(saved: dict[str, Any], cfg: DictConfig, source: Path, epochs_done: int) -> None:

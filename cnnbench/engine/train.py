@@ -30,7 +30,7 @@ from cnnbench.engine.checkpoint import (
 )
 from cnnbench.engine.faults import LossWatch, StopSignals
 from cnnbench.engine.metrics import hparams, minor_page_faults, summarise
-from cnnbench.engine.resume import refuse_changes
+from cnnbench.engine.resume import continued_config, refuse_changes
 from cnnbench.engine.run_folder import find_resume_checkpoint
 from cnnbench.engine.state import EpochSums, RunState
 from cnnbench.engine.validation import misclassified, per_class_accuracy, score_test, validate
@@ -55,6 +55,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
     checkpoint_path = find_resume_checkpoint(cfg.resume if resume_from is None else resume_from, run_dir)
     saved = load_checkpoint(checkpoint_path) if checkpoint_path else None
     if saved:  # what may not change on resume is refused before the data loads (engine/resume.py)
+        cfg = continued_config(saved["config"], cfg)
         refuse_changes(saved["config"], cfg, checkpoint_path, RunState.from_checkpoint(saved).epoch)
         moved = other_images(cfg.data, saved.get("data_identity"), saved["config"].get("data", {}).get("root"))
         if moved:
