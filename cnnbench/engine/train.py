@@ -19,7 +19,7 @@ from cnnbench.config.checks import check_config
 from cnnbench.config.keys import model_name
 from cnnbench.data.folder import other_images
 from cnnbench.engine.board import Board
-from cnnbench.engine.build import Run, build_run
+from cnnbench.engine.build import build_run
 from cnnbench.engine.checkpoint import (
     checkpoint_state,
     load_checkpoint,
@@ -32,7 +32,7 @@ from cnnbench.engine.faults import LossWatch, StopSignals
 from cnnbench.engine.metrics import hparams, minor_page_faults, summarise
 from cnnbench.engine.resume import continued_config, refuse_changes
 from cnnbench.engine.run_folder import find_resume_checkpoint
-from cnnbench.engine.state import EpochSums, RunState
+from cnnbench.engine.state import EpochSums, Run, RunState
 from cnnbench.engine.validation import misclassified, per_class_accuracy, score_test, validate
 from cnnbench.errors import CnnbenchError, Interrupted
 from cnnbench.models.cost import parameters
@@ -140,7 +140,9 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
     log.info("%s. Checkpoints: %s", result_words(metrics), run_dir.absolute())
     if distributed.launched_by_torchrun():
         # every process says what it measured: all must agree, the metrics were all-reduced
-        print(f"rank {distributed.rank()}: best val acc {metrics['best_val_acc']:.6f}", flush=True)
+        measured = ("best val acc", metrics["best_val_acc"]) if metrics["best_val_acc"] is not None \
+            else ("test acc", metrics["test_acc"] or 0.0)
+        print(f"rank {distributed.rank()}: {measured[0]} {measured[1]:.6f}", flush=True)
         distributed.stop()
     return metrics
 
