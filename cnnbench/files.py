@@ -1,16 +1,22 @@
-"""Files: written whole or not at all, locked while one process works on them, and never
-written over when cnnbench did not write them.
+"""Files: written whole or not at all, locked while one process works on them, never written over
+when cnnbench did not write them, and never written or read through a link planted in a folder
+that may be someone else's.
 
 Whole: a file is written beside its place, flushed to disk, then renamed over it (a rename is
 atomic within a folder), so a crash, a kill -9 or a reader at any moment finds the old file or the
 new one, never half of one. Checkpoints, metrics.json, the leaderboard and its pictures, a sweep's
-journal are all written so.
+journal are all written so. The file beside is created exclusively under a name nobody can guess,
+so a link planted at that name cannot redirect the write; and a rename replaces a link at the
+file's own name, never what the link points to.
 """
 
 import contextlib
+import errno
 import json
 import logging
 import os
+import secrets
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -20,14 +26,30 @@ from cnnbench.runtime.host import HOST
 
 log = logging.getLogger("cnnbench")
 
+# How a file is opened so that a link at its name is refused (ELOOP) instead of followed, and a
+# FIFO or a device does not block the opener.
+NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+# What a reader of a run folder's small files (metrics.json, .claim, .hydra/*.yaml) reads at most:
+# a planted multi-gigabyte file is damaged, not a reason to fill the memory.
+SMALL_FILE_LIMIT = 64 * 2**20
+
+
+def temporary_name(path: Path) -> Path:
+    """A name beside `path` for a file or folder being made: host and process (writers on machines
+    sharing a folder never meet) and a random token (nobody can plant a link there beforehand)."""
+    return path.with_name(f".{path.name}.{HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
 
 def write_whole(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Write `path` with `write(file)`, whole or not at all. A failed write (a read-only folder, a
     full disk) is a CnnbenchError naming the file, and what `path` held before is untouched."""
-    # host and process in the temporary name: writers on machines sharing a folder never meet
-    temporary = path.with_name(f".{path.name}.{HOST}.{os.getpid()}.tmp")
+    temporary = temporary_name(path)
+    created = False
     try:
-        with open(temporary, "wb") as file:
+        # O_EXCL: a file of this name, or a link, that is already there is never written through
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NO_FOLLOW, 0o666)
+        created = True
+        with os.fdopen(descriptor, "wb") as file:
             write(file)
             file.flush()
             os.fsync(file.fileno())
@@ -36,12 +58,43 @@ def write_whole(path: Path, write: Callable[[BinaryIO], object]) -> None:
         raise CnnbenchError(f"cannot write {path}: {error.strerror or error}; "
                             "earlier files there are untouched") from None
     finally:
-        temporary.unlink(missing_ok=True)
+        if created:
+            temporary.unlink(missing_ok=True)
 
 
 def write_text_whole(path: Path, text: str) -> None:
     """write_whole for text (UTF-8)."""
     write_whole(path, lambda file: file.write(text.encode()))
+
+
+def read_plain(path: Path, limit: int = SMALL_FILE_LIMIT, head: bool = False) -> bytes:
+    """The bytes of the regular file `path` (its first `limit` bytes with `head`); OSError when it
+    is a link, a FIFO, a device or a folder, or holds more than `limit` bytes (in someone else's
+    folder, any of them could make a reader hang, fill the memory or read a file elsewhere)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | NO_FOLLOW | getattr(os, "O_NONBLOCK", 0))
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # what O_NOFOLLOW says of a link, in words a user reads
+            raise OSError(errno.ELOOP, "a symbolic link, not a file", str(path)) from None
+        raise
+    with os.fdopen(descriptor, "rb") as file:
+        status = os.fstat(file.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if status.st_size > limit and not head:
+            raise OSError(errno.EFBIG, f"more than {limit:,} bytes", str(path))
+        return file.read(limit + 1)[:limit]
+
+
+def refuse_links(folder: Path, names: tuple[str, ...]) -> None:
+    """Refuse, in one line, a folder whose entry of one of `names` is a symbolic link: cnnbench,
+    and Hydra before it, would write through it to wherever it points."""
+    for name in names:
+        path = folder / name
+        if path.is_symlink():
+            raise CnnbenchError(f"{path} is a symbolic link (to {os.readlink(path)}); cnnbench writes no "
+                                "file through a link in a run or sweep folder, which may be someone "
+                                f"else's: remove the link (rm {path}) or use another folder")
 
 
 @contextlib.contextmanager
@@ -54,7 +107,7 @@ def locked(path: Path, waiting: str | None = None) -> Iterator[None]:
     except ImportError:  # Windows: no lock; two processes at once may do the work twice
         yield
         return
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | NO_FOLLOW, 0o644)
     try:
         with contextlib.suppress(OSError):  # no locks on this file system: go on without
             try:
@@ -75,19 +128,24 @@ CSV_HEADERS = {"file,class_1,probability_1": "cnnbench-predict"}
 def written_by(path: Path) -> str | None:
     """The cnnbench tool that wrote a file: named in its JSON, or known by its CSV header."""
     try:
+        text = read_plain(path).decode("utf-8")
         if path.suffix == ".csv":
-            with open(path, encoding="utf-8") as file:
-                first = file.readline()
+            first = text.partition("\n")[0]
             return next((tool for header, tool in CSV_HEADERS.items() if first.startswith(header)), None)
-        return json.loads(path.read_text(encoding="utf-8")).get("tool")
+        tool = json.loads(text).get("tool")
+        return tool if isinstance(tool, str) else None
     except (OSError, UnicodeDecodeError, ValueError, AttributeError):
         return None
 
 
 def check_output(path: Path, tool: str) -> None:
-    """Refuse to overwrite a file unless an earlier run of `tool` wrote it, or to write into no folder."""
+    """Refuse to overwrite a file unless an earlier run of `tool` wrote it, to write through a link,
+    or to write into no folder."""
     if not path.parent.is_dir():
         raise CnnbenchError(f"out={path}: the folder {path.parent} does not exist")
+    if path.is_symlink():
+        raise CnnbenchError(f"{path} is a symbolic link (to {os.readlink(path)}): cnnbench does not write "
+                            f"through it; choose another out=PATH or remove the link")
     if not path.exists():
         return
     if path.is_file() and written_by(path) == tool:

@@ -20,8 +20,10 @@ from cnnbench.cli.common import console_command, fail, hydra_command_line, os_er
 from cnnbench.config.checks import check_config
 from cnnbench.engine.run_folder import refuse_existing_run
 from cnnbench.errors import CnnbenchError, Interrupted, SweepFailed
+from cnnbench.files import refuse_links
 from cnnbench.sweep import jobs, journal
 from cnnbench.sweep.claims import claim, refuse_if_claimed
+from cnnbench.sweep.folders import RUN_FOLDER_FILES
 
 
 @hydra.main(version_base="1.3", config_path="pkg://cnnbench.conf", config_name="config")
@@ -99,7 +101,9 @@ def main() -> None:
         line = resume_arguments(line)
         folder = line.value("hydra.run.dir")
         if folder is not None and distributed_rank() == 0:
-            # before Hydra starts: it would write over the folder's .hydra/ (and its overrides)
+            # before Hydra starts: it would write over the folder's .hydra/ (and its overrides),
+            # through any link planted there
+            refuse_links(Path(str(folder)), RUN_FOLDER_FILES)
             refuse_if_claimed(Path(str(folder)))  # a run live in another process
             if line.value("resume", False) is False:
                 refuse_existing_run(Path(str(folder)))

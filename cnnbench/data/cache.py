@@ -31,7 +31,7 @@ from tqdm import tqdm
 from cnnbench.data.images import IMAGE_ERRORS, image_problem, open_image
 from cnnbench.data.splits import Batch
 from cnnbench.errors import CnnbenchError
-from cnnbench.files import locked
+from cnnbench.files import locked, read_plain
 from cnnbench.runtime.host import cpu_cores
 
 log = logging.getLogger("cnnbench")
@@ -143,8 +143,9 @@ def cached_splits(name: str, files: Sequence[Path], read: Callable[[], dict[str,
         (temporary / "index.json").write_text(json.dumps(index))
 
     def load_splits(folder: Path) -> dict[str, Batch]:
+        refuse_links_in(folder)
         try:
-            index = json.loads((folder / "index.json").read_text())
+            index = json.loads(read_plain(folder / "index.json"))
             if any(sampled_digest(folder / f"{part}.npy") != digest for part, digest in index.items()):
                 raise DamagedCache("an array does not match its digest")
             arrays = {part: torch.from_numpy(np.load(folder / f"{part}.npy")) for part in index}
@@ -222,6 +223,14 @@ class DamagedCache(Exception):
     """A cache folder whose files do not agree with each other."""
 
 
+def refuse_links_in(folder: Path) -> None:
+    """DamagedCache when a file of the cache folder is a link: cnnbench never makes one, and a shared
+    cache folder may hold one planted to make a run read (or a rebuild replace) a file elsewhere."""
+    links = sorted(path.name for path in folder.iterdir() if path.is_symlink())
+    if links:
+        raise DamagedCache(f"{', '.join(links)}: a symbolic link, not a file cnnbench wrote")
+
+
 def finish(folder: Path, pixels: torch.Tensor, labels: torch.Tensor, files: list[str],
            unreadable: dict[str, str]) -> None:
     """Complete a cache folder whose pixels.u8 decode() wrote: cut the file to the decoded rows
@@ -238,8 +247,9 @@ def finish(folder: Path, pixels: torch.Tensor, labels: torch.Tensor, files: list
 
 def load(folder: Path) -> Decoded:
     """A cache folder's pixels (memory-mapped) and index; DamagedCache when they disagree."""
+    refuse_links_in(folder)
     try:
-        index = json.loads((folder / "index.json").read_text())
+        index = json.loads(read_plain(folder / "index.json"))
         shape, labels, files = index["shape"], index["labels"], index["files"]
         size = (folder / "pixels.u8").stat().st_size
     except (OSError, ValueError, KeyError, TypeError) as error:

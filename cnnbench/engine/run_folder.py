@@ -10,6 +10,11 @@ from cnnbench.errors import CnnbenchError
 CHECKPOINTS = ("last.pt", "best.pt")
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.json"
+PICTURES = ("curves.png", "confusion_matrix.png")
+RUN_FILES = (*CHECKPOINTS, METRICS_FILE, CONFIG_FILE, *PICTURES)
+# What Hydra writes in a run folder before the run starts, with a plain open() (through a link):
+# the composed config, its overrides, and the console log (hydra.job.name is "run").
+HYDRA_FILES = (".hydra", ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "run.log")
 
 
 def refuse_existing_run(run_dir: Path) -> None:

@@ -17,7 +17,6 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from cnnbench import files
 from cnnbench.engine.figures import (
     BLACK,
     FONT_SIZE,
@@ -31,6 +30,7 @@ from cnnbench.engine.figures import (
     scatter_panel,
     stack,
     wrap_text,
+    write_png,
 )
 from cnnbench.leaderboard.grouping import common_overrides, row_labels
 from cnnbench.leaderboard.statistics import mean, std
@@ -152,8 +152,3 @@ def _figure(title: str, context: str, plots: Image.Image, entries: list[tuple[st
     for number, (line, colour) in enumerate(lines):
         draw.text((10, 6 + number * step), line, font=typeface, fill=colour)
     return stack([header, plots, legend_image(WIDTH, entries)])
-
-
-def write_png(path: Path, image: Image.Image) -> None:
-    """A picture, whole or not at all, as the leaderboard's files: a reader never sees half of one."""
-    files.write_whole(path, lambda file: image.save(file, format="PNG"))

@@ -23,6 +23,7 @@ from cnnbench.leaderboard import statistics as comparison
 from cnnbench.leaderboard.grouping import common_overrides, describe, group_key
 from cnnbench.leaderboard.statistics import mean, std
 from cnnbench.sweep.folders import RunInfo, collect_runs
+from cnnbench.sweep.journal import JOURNAL
 
 # The csv's columns, in order (--sort takes any of them); the csv holds raw values, one per cell.
 # statistics.py: the interval, the difference from the reference row and its p-value.
@@ -37,6 +38,17 @@ EMA_COLUMNS = ["best_val_acc_ema_mean", "best_val_acc_ema_std", "final_val_acc_e
 TIME_COLUMNS = ["time_to_{}_s_mean", "time_to_{}_epochs_mean", "time_to_{}_reached"]
 TEXT_COLUMNS = ("model", "data", "config", "hardware")
 STATUS_COLUMNS = ("finished", "running", "stale", "failed")
+LOCK_FILE = ".leaderboard.lock"
+# A sweep's other files in its folder: its journal, and Hydra's multirun.yaml (written with a
+# plain open(), through a link)
+SWEEP_FILES = (LOCK_FILE, JOURNAL, "multirun.yaml")
+
+
+def leaderboard_files() -> tuple[str, ...]:
+    """The files the leaderboard writes in its folder: the table's two and the pictures'."""
+    from cnnbench.leaderboard.pictures import COST, CURVES  # imported here: torch comes with it
+
+    return ("leaderboard.csv", "leaderboard.md", CURVES, COST)
 
 
 def _number(style: str, value: Any) -> str:
@@ -281,7 +293,7 @@ def rebuild_leaderboard(folder: Path, sort: str = "best_val_acc_mean", ascending
     One process at a time: the processes of a sweep each rebuild it as they end, and the one that
     reads the run folders last must also write last, or an older view could overwrite a newer one.
     """
-    with locked(folder / ".leaderboard.lock"):
+    with locked(folder / LOCK_FILE):
         runs, problems = collect_runs(folder)
         table = None
         if runs:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnbench.errors import CnnbenchError
+from cnnbench.files import NO_FOLLOW, read_plain
 from cnnbench.runtime.host import HOST, process_exists
 
 CLAIM_FILE = ".claim"
@@ -78,8 +79,8 @@ def read_holder(run_dir: Path) -> Holder | None:
     says nothing yet (its holder is writing it this instant)."""
     path = run_dir / CLAIM_FILE
     try:
-        heartbeat = path.stat().st_mtime
-        content = json.loads(path.read_text())
+        heartbeat = path.lstat().st_mtime
+        content = json.loads(read_plain(path))  # never through a link, nor a FIFO that would block
         return Holder(str(content["host"]), int(content["pid"]), float(content["started"]), heartbeat)
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -113,7 +114,7 @@ def claim(run_dir: Path) -> Iterator[Holder | None]:
 def refuse_if_claimed(run_dir: Path) -> None:
     """Raise Claimed when a live process holds `run_dir`; touch nothing there."""
     try:
-        descriptor = os.open(run_dir / CLAIM_FILE, os.O_RDWR)
+        descriptor = os.open(run_dir / CLAIM_FILE, os.O_RDWR | NO_FOLLOW)
     except OSError:  # no claim; or a read-only folder, and the run will say what it cannot write
         return
     try:
@@ -128,7 +129,7 @@ def _take(path: Path, run_dir: Path) -> tuple[int, Holder | None]:
     # The holder deletes the file before it unlocks it: a process that opened it just before
     # could then lock a file no longer in the folder, so it checks, and starts over if so.
     while True:
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | NO_FOLLOW, 0o644)  # a link: ELOOP, refused
         try:
             holder = read_holder(run_dir)
             if not _lock(descriptor, holder):

@@ -9,12 +9,16 @@ from typing import Any
 
 import yaml
 
-from cnnbench.engine.run_folder import METRICS_FILE
+from cnnbench.engine.run_folder import HYDRA_FILES, METRICS_FILE, RUN_FILES
+from cnnbench.files import read_plain, refuse_links
 from cnnbench.sweep.claims import CLAIM_FILE, Holder, read_holder
 
 # Written into a run folder when its sweep job fails: the one-line error, then the traceback of an
 # unexpected exception. The leaderboard counts such a run as failed; a rerun deletes the file.
 ERROR_FILE = "error.txt"
+# Every file a run, its sweep job and Hydra before them write in a run folder: none may be a link
+# (Hydra writes its own with a plain open(), through a link to wherever it points).
+RUN_FOLDER_FILES = (*HYDRA_FILES, *RUN_FILES, CLAIM_FILE, ERROR_FILE)
 
 
 def shown(path: Path) -> str:
@@ -28,10 +32,19 @@ def shown(path: Path) -> str:
 def read_metrics(run_dir: Path) -> dict[str, Any] | None:
     """The run's metrics.json, or None when it is missing or unreadable."""
     try:
-        metrics = json.loads((run_dir / METRICS_FILE).read_text())
+        metrics = json.loads(read_plain(run_dir / METRICS_FILE))
     except (OSError, ValueError):
         return None
     return metrics if isinstance(metrics, dict) else None
+
+
+def refuse_links_in_runs(folder: Path) -> None:
+    """Refuse, in one line, a run folder under `folder` (a sweep's, to be written in) holding a link
+    where a run writes a file (files.refuse_links)."""
+    for path, folders, names in os.walk(folder):
+        if METRICS_FILE in names or CLAIM_FILE in names or ".hydra" in folders + names:
+            refuse_links(Path(path), RUN_FOLDER_FILES)
+        folders[:] = sorted(name for name in folders if not name.startswith("."))  # not into .hydra/
 
 
 @dataclass
@@ -58,8 +71,8 @@ STATUSES = ("finished", "running", "stale", "failed", "not started")
 
 def _load(path: Path, loader) -> Any:
     try:
-        return loader(path.read_text())
-    except (OSError, ValueError, yaml.YAMLError):
+        return loader(read_plain(path).decode("utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):  # UnicodeDecodeError is a ValueError
         return None
 
 

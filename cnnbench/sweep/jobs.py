@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from cnnbench.errors import CnnbenchError, Interrupted, say
+from cnnbench.files import write_text_whole
 from cnnbench.sweep.claims import Claimed, claim
 from cnnbench.sweep.folders import ERROR_FILE, read_metrics, shown
 from cnnbench.sweep.journal import Job, note, read_journal
@@ -97,12 +98,12 @@ def _claimed_job(cfg: DictConfig, run_dir: Path, train: Train) -> Job:
 
 def _skipped(run_dir: Path) -> Job:
     print(f"skipping {shown(run_dir)}: finished", flush=True)
-    return Job(run_dir, "skipped", best_val_acc=read_metrics(run_dir)["best_val_acc"])
+    return Job(run_dir, "skipped", best_val_acc=(read_metrics(run_dir) or {}).get("best_val_acc"))
 
 
 def _failed(run_dir: Path, message: str, details: str = "", write: bool = True) -> Job:
     say(f"{shown(run_dir)}: {message}")
     if write:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / ERROR_FILE).write_text(f"{message}\n\n{details}" if details else f"{message}\n")
+        write_text_whole(run_dir / ERROR_FILE, f"{message}\n\n{details}" if details else f"{message}\n")
     return Job(run_dir, "failed", message)
