@@ -14,6 +14,7 @@ from test_cli import assert_one_line_error
 from test_configs import run_cli
 
 from cnnbench import files
+from cnnbench.cli import report
 from cnnbench.engine.train import train
 from cnnbench.errors import CnnbenchError
 from cnnbench.runtime.host import HOST
@@ -87,3 +88,16 @@ def test_a_claim_that_is_a_link_is_refused_and_its_target_untouched(tmp_path):
         with claim(tmp_path / "run"):
             pass
     assert target.read_bytes() == PRECIOUS and (tmp_path / "run" / ".claim").is_symlink()
+
+
+def test_a_report_reads_no_run_file_through_a_link(compose_config, tmp_path, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    train(compose_config(*TINY), elsewhere)
+    linked = tmp_path / "sweep" / "linked"
+    plant(linked / "metrics.json", elsewhere / "metrics.json")
+    train(compose_config(*TINY, "seed=1"), tmp_path / "sweep" / "own")
+    report.main([str(tmp_path / "sweep")])
+    said = capsys.readouterr()
+    assert said.err.splitlines() == [f"cnnbench-report: warning: {linked / 'metrics.json'} is damaged "
+                                     "(a symbolic link, not a file); left out of the table"]
+    assert "1 runs: 1 finished" in said.out
