@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_image_folder
 from PIL import Image
 
 from cnnbench.data import build_data, cache
@@ -65,6 +66,46 @@ def test_a_second_build_decodes_nothing_and_gives_the_same_pixels(compose_config
     assert second.val.files == first.val.files
 
 
+def test_the_cache_serves_its_tree_through_a_symbolic_link_and_after_the_tree_moves(
+        compose_config, tmp_path, cache_dir, monkeypatch):
+    # issue #23: after a first run, the same tree through a linked path gave "0 training images
+    # from the cache", then a traceback (the key named files inside the tree, the index by path)
+    write_image_folder(tmp_path / "disk" / "images")
+    first = folder_data(compose_config, tmp_path / "disk" / "images")
+    (tmp_path / "alias").mkdir()
+    (tmp_path / "alias" / "images").symlink_to(tmp_path / "disk" / "images")
+    monkeypatch.setattr(cache, "decode", lambda *a, **k: pytest.fail("decoded again"))
+    linked = folder_data(compose_config, tmp_path / "alias" / "images")
+    (tmp_path / "disk").rename(tmp_path / "moved")  # mv keeps the files' sizes and times
+    moved = folder_data(compose_config, tmp_path / "moved" / "images")
+    for data, where in ((linked, "alias"), (moved, "moved")):
+        assert (len(data.train.files), len(data.val.files)) == (24, 6)
+        assert all(path.startswith(str(tmp_path / where / "images")) for path in data.train.files)
+        assert [Path(path).relative_to(tmp_path / where) for path in data.val.files] == \
+            [Path(path).relative_to(tmp_path / "disk") for path in first.val.files]
+        assert all(torch.equal(a[0], b[0]) for a, b in zip(first.val, data.val, strict=True))
+    assert len(caches(cache_dir)) == 1
+
+
+def test_an_index_of_an_earlier_release_is_used_where_its_tree_still_is_and_rebuilt_elsewhere(
+        compose_config, tmp_path, cache_dir, caplog):
+    write_image_folder(tmp_path / "disk" / "images")
+    folder_data(compose_config, tmp_path / "disk" / "images")
+    (folder,) = caches(cache_dir)
+    index = json.loads((folder / "index.json").read_text())
+    earlier = {**index, "files": [str(tmp_path / "disk" / "images" / path) for path in index["files"]]}
+    del earlier["paths"]  # as the release before wrote it: absolute paths
+    (folder / "index.json").write_text(json.dumps(earlier))
+    with caplog.at_level(logging.WARNING, logger="cnnbench"):
+        assert len(folder_data(compose_config, tmp_path / "disk" / "images").train.files) == 24
+    assert "damaged" not in caplog.text
+    (tmp_path / "disk").rename(tmp_path / "moved")
+    with caplog.at_level(logging.WARNING, logger="cnnbench"):
+        assert len(folder_data(compose_config, tmp_path / "moved" / "images").train.files) == 24
+    assert "names the files where the tree was then" in caplog.text
+    assert json.loads((folder / "index.json").read_text())["paths"] == "relative"
+
+
 @pytest.mark.parametrize("change", ["add", "remove", "modify", "size", "grayscale"])
 def test_the_cache_is_rebuilt_when_what_decides_it_changes(compose_config, image_root, cache_dir, change):
     overrides = []
@@ -90,7 +131,7 @@ def test_the_cache_is_rebuilt_when_what_decides_it_changes(compose_config, image
     expected = {"add": 31, "remove": 29}.get(change, 30)
     assert index["shape"][0] == expected == len(data.train.files) + len(data.val.files)
     if change == "modify":  # the new cache holds the new pixels
-        row = index["files"].index(str(image_root / "fox" / "0.png"))
+        row = index["files"].index(os.path.join("fox", "0.png"))  # a path inside the tree
         pixels = np.fromfile(new / "pixels.u8", np.uint8).reshape(index["shape"])[row]
         assert not np.array_equal(pixels, np.fromfile(before[0] / "pixels.u8", np.uint8).reshape(
             index["shape"])[row])
@@ -107,7 +148,7 @@ def test_cached_pixels_are_what_the_dataloader_path_sees(compose_config, image_r
     pixels = np.fromfile(folder / "pixels.u8", np.uint8).reshape(index["shape"])
     resize = v2.Compose([v2.ToImage(), v2.Resize((24, 32), antialias=True)])
     for row in (0, 7, 29):  # RGB, greyscale and RGBA files (conftest writes all three)
-        expected = resize(open_image(index["files"][row], "RGB")).numpy()
+        expected = resize(open_image(image_root / index["files"][row], "RGB")).numpy()
         assert np.array_equal(pixels[row], expected)
 
 

@@ -6,7 +6,9 @@ One cache is a folder `<cache_dir>/<tree>-<key>/` holding `pixels.u8` (N x C x H
 `index.json` (shape, labels, class names, files, unreadable files, a digest of sampled blocks).
 The key is a hash of everything that decides those bytes: the files with their sizes and
 modification times, the size, greyscale or colour, and the decoding rules (DECODER), so a change
-to any of them makes another cache and none is ever stale. A cache is written in a temporary
+to any of them makes another cache and none is ever stale. The key and the index name the files
+by their paths inside the tree, so the cache serves the tree wherever it is: moved, mounted
+elsewhere, or reached through a symbolic link. A cache is written in a temporary
 folder and renamed into place, under a lock that makes a second process wait for the first
 instead of decoding too; a damaged one is found by its size and digest and decoded again.
 """
@@ -81,10 +83,12 @@ def decoded_images(root: Path, samples: Sequence[tuple[str, int]], mode: str, si
     if cache_dir is None:
         return in_memory()
     files = [path for path, _ in samples]
-    folder = Path(cache_dir) / f"{root.name or 'images'}-{cache_key(root, files, mode, size)}"
-    return cached(folder, build=lambda temporary: finish(temporary, *decode(samples, mode, size,
-                                                                           into=temporary / "pixels.u8")),
-                  load=load, in_memory=in_memory, what=f"decoding {root}")
+    # named after the tree's real folder: a link to it finds the same cache
+    name = root.resolve().name or "images"
+    folder = Path(cache_dir) / f"{name}-{cache_key(root, files, mode, size)}"
+    return cached(folder, build=lambda temporary: finish(temporary, root, *decode(samples, mode, size,
+                                                                                 into=temporary / "pixels.u8")),
+                  load=lambda folder: load(folder, root), in_memory=in_memory, what=f"decoding {root}")
 
 
 def cached(folder: Path, build: Callable[[Path], None], load: Callable[[Path], T],
@@ -231,28 +235,42 @@ def refuse_links_in(folder: Path) -> None:
         raise DamagedCache(f"{', '.join(links)}: a symbolic link, not a file cnnbench wrote")
 
 
-def finish(folder: Path, pixels: torch.Tensor, labels: torch.Tensor, files: list[str],
+def finish(folder: Path, root: Path, pixels: torch.Tensor, labels: torch.Tensor, files: list[str],
            unreadable: dict[str, str]) -> None:
     """Complete a cache folder whose pixels.u8 decode() wrote: cut the file to the decoded rows
     (unreadable files leave fewer), flush it to disk, and write the index with the digest that
-    every later load checks."""
+    every later load checks; files named by their paths inside `root`, the tree."""
     path = folder / "pixels.u8"
     with open(path, "r+b") as file:
         file.truncate(pixels.numel())
         os.fsync(file.fileno())
-    index = {"decoder": DECODER, "shape": list(pixels.shape), "labels": labels.tolist(), "files": files,
-             "unreadable": unreadable, "digest": sampled_digest(path)}
+    inside = {path: os.path.relpath(path, root) for path in [*files, *unreadable]}
+    index = {"decoder": DECODER, "shape": list(pixels.shape), "labels": labels.tolist(),
+             "files": [inside[path] for path in files], "unreadable": {inside[path]: why for path, why in
+                                                                       unreadable.items()},
+             "paths": "relative", "digest": sampled_digest(path)}
     (folder / "index.json").write_text(json.dumps(index))
 
 
-def load(folder: Path) -> Decoded:
-    """A cache folder's pixels (memory-mapped) and index; DamagedCache when they disagree."""
+def load(folder: Path, root: Path) -> Decoded:
+    """A cache folder's pixels (memory-mapped) and index, its files as paths under `root` (the tree,
+    wherever it is now); DamagedCache when they disagree."""
     refuse_links_in(folder)
     try:
         index = json.loads(read_plain(folder / "index.json"))
         shape, labels, files = index["shape"], index["labels"], index["files"]
+        unreadable = index.get("unreadable", {})
         size = (folder / "pixels.u8").stat().st_size
-    except (OSError, ValueError, KeyError, TypeError) as error:
+        if index.get("paths") != "relative":
+            # an earlier cnnbench's index: the absolute paths the tree had then, right only
+            # where it still is
+            if not all(str(path).startswith(f"{root}{os.sep}") for path in [*files, *unreadable]):
+                raise DamagedCache(f"its index names the files where the tree was then, not under {root}")
+            files = [os.path.relpath(path, root) for path in files]
+            unreadable = {os.path.relpath(path, root): why for path, why in unreadable.items()}
+        files = [os.path.join(root, path) for path in files]
+        unreadable = {os.path.join(root, path): why for path, why in unreadable.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise DamagedCache(f"index.json: {error}") from None
     if size != int(np.prod(shape)) or len(labels) != shape[0] or len(files) != shape[0]:
         raise DamagedCache(f"pixels.u8 holds {size:,} bytes, the index says {shape}")
@@ -261,8 +279,7 @@ def load(folder: Path) -> Decoded:
     # copy-on-write: a writable view for torch, and nothing is ever written through it
     pixels = np.memmap(folder / "pixels.u8", dtype=np.uint8, mode="c", shape=tuple(shape)) if size else \
         np.zeros(shape, dtype=np.uint8)
-    return Decoded(torch.from_numpy(pixels), torch.tensor(labels, dtype=torch.long), files,
-                   index.get("unreadable", {}), folder)
+    return Decoded(torch.from_numpy(pixels), torch.tensor(labels, dtype=torch.long), files, unreadable, folder)
 
 
 def sampled_digest(path: Path, blocks: int = 64, block: int = 1 << 16) -> str:
