@@ -16,7 +16,10 @@ import json
 import logging
 import os
 import secrets
+import shutil
+import signal
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -119,6 +122,44 @@ def locked(path: Path, waiting: str | None = None) -> Iterator[None]:
         yield
     finally:
         os.close(descriptor)  # closing the file releases its lock
+
+
+@contextlib.contextmanager
+def removed_on_exit(path: Path) -> Iterator[Path]:
+    """Delete the folder or file `path` when the block ends, however it ends: normally, by an
+    exception, by Ctrl-C (KeyboardInterrupt) or by SIGTERM or SIGHUP, which would otherwise end the
+    process with nothing cleaned up (a half-written cache of gigabytes). Such a signal then takes
+    its course once `path` is gone; a signal the process ignores stays ignored."""
+    owner, received = os.getpid(), []
+
+    def stop(number: int, frame: object) -> None:
+        if os.getpid() != owner:  # a worker forked inside the block: it ends as it would have
+            signal.signal(number, signal.SIG_DFL)
+            os.kill(os.getpid(), number)
+            return
+        received.append(number)
+        raise SystemExit(128 + number)  # unwinds the block, whose clean-up runs
+
+    watched = [number for number in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
+               if number is not None and signal.getsignal(number) == signal.SIG_DFL]
+    if threading.current_thread() is not threading.main_thread():
+        watched = []  # only the main thread may set handlers; the clean-up below still runs
+    for number in watched:
+        signal.signal(number, stop)
+    try:
+        yield path
+    finally:
+        for number in watched:  # while deleting: a signal is noted, not raised in the middle of it
+            signal.signal(number, lambda number, frame: received.append(number))
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        for number in watched:
+            signal.signal(number, signal.SIG_DFL)
+        if received:
+            os.kill(os.getpid(), received[0])  # as if it had come now: the default ends the process
 
 
 # How the CSV files of cnnbench's tools begin, by tool (its JSON files say their tool in "tool").

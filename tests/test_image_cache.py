@@ -6,6 +6,8 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -195,6 +197,86 @@ def test_a_read_only_image_folder_works_and_an_unwritable_cache_folder_is_said(
     finally:
         for path in everything:
             path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+# A process that builds an image folder's data with its cache in CNNBENCH_CACHE (argv: the tree), and
+# says what the cache folder holds after: {"train": images, "cache": entries}.
+BUILD = textwrap.dedent("""
+    import json, os, sys, torch
+    from omegaconf import OmegaConf
+    from cnnbench.data import build_data
+    cfg = OmegaConf.create({"name": "imagefolder", "root": sys.argv[1], "loader": "memory", "cache": True,
+        "cache_dir": None, "memory_budget_gb": None, "train_limit": None, "image_size": 64,
+        "grayscale": False, "val_fraction": 0.2, "bad_images": "error", "mean": [0.5] * 3, "std": [0.5] * 3,
+        "augment": {"crop_padding": 0, "hflip": False}})
+    data = build_data(cfg, batch_size=8, seed=0, device=torch.device("cpu"))
+    print(json.dumps({"train": len(data.train.files), "cache": sorted(os.listdir(os.environ["CNNBENCH_CACHE"]))}))
+""")
+
+
+def run_to_file(command: list[str], cache_folder: Path, tmp_path: Path) -> tuple[int, str]:
+    """Run `command` with its image cache in `cache_folder`: its exit status and its output (stdout
+    and stderr). Into a file, not a pipe: decoding workers that outlived their parent (as in the
+    release before) would hold a pipe open, and the test would wait for them instead of failing."""
+    with open(tmp_path / "output", "w+") as output:
+        result = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, timeout=300,
+                                env={**os.environ, "CNNBENCH_CACHE": str(cache_folder)})
+        output.seek(0)
+        return result.returncode, output.read()
+
+
+def test_a_full_disk_under_the_cache_falls_back_to_memory_with_one_warning(image_root, tmp_path):
+    # A real full disk: a 64 KiB tmpfs (in a user and mount namespace of its own) for 30 images of
+    # 64x64 (360 KiB). The release before wrote the sparse np.memmap file into it: SIGBUS.
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {disk}"],
+                           capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (unshare -rm): {probe.stderr.decode().strip()}")
+    script = f"mount -t tmpfs -o size=64k tmpfs {disk} && exec {sys.executable} -c '{BUILD}' {image_root}"
+    returncode, output = run_to_file(["unshare", "-rm", "sh", "-c", script], disk, tmp_path)
+    assert returncode == 0, output
+    assert "Traceback" not in output and "Bus error" not in output
+    warnings = [line for line in output.splitlines() if "cannot use the cache" in line]
+    assert len(warnings) == 1 and "No space left on device" in warnings[0], output
+    built = json.loads(output.splitlines()[-1])
+    assert built["train"] == 24  # decoded in memory instead
+    assert [name for name in built["cache"] if not name.endswith(".lock")] == []  # nothing half-written
+
+
+def test_sigterm_while_decoding_into_the_cache_leaves_nothing_half_written(image_root, tmp_path):
+    # SLURM's or Kubernetes's SIGTERM in the middle of the first decoding: the process still ends by
+    # the signal, as before, but the half-built cache folder (gigabytes, for a big tree) is gone.
+    terminated = BUILD.replace("from cnnbench.data import build_data", textwrap.dedent("""
+        import signal, time
+        from cnnbench.data import build_data, cache
+        real = cache._decode_files
+        def terminating(*arguments):  # in a decoding worker: its parent gets SIGTERM
+            os.kill(os.getppid(), signal.SIGTERM)
+            time.sleep(0.5)
+            return real(*arguments)
+        cache._decode_files = terminating
+    """))
+    folder = tmp_path / "cache"
+    returncode, output = run_to_file([sys.executable, "-c", terminated, str(image_root)], folder, tmp_path)
+    assert returncode == -signal.SIGTERM, output
+    assert "Traceback" not in output
+    assert [path.name for path in folder.iterdir() if not path.name.endswith(".lock")] == []
+
+
+def test_a_half_built_cache_a_killed_process_left_is_deleted_by_the_next_build(compose_config, image_root,
+                                                                                 cache_dir):
+    from cnnbench.runtime.host import HOST
+
+    folder_data(compose_config, image_root)
+    (folder,) = caches(cache_dir)
+    shutil.rmtree(folder)
+    left = cache_dir / f".{folder.name}.{HOST}.{2**22 + 12345}.0123abcd.tmp"  # no such process
+    left.mkdir()
+    (left / "pixels.u8").write_bytes(b"\0" * 1000)
+    folder_data(compose_config, image_root)
+    assert sorted(path.name for path in cache_dir.iterdir() if not path.name.endswith(".lock")) == [folder.name]
 
 
 def test_cache_false_decodes_in_memory_and_writes_nothing(compose_config, image_root, cache_dir):
