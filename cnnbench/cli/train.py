@@ -4,6 +4,7 @@ import contextlib
 import difflib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +38,17 @@ def _run(cfg: DictConfig) -> float | None:
         return jobs.run_job(cfg, run_dir, _train, entry)
     try:
         # The run's folder is this process's while it trains (under torchrun, rank 0 holds it for all).
-        with claim(run_dir) if distributed_rank() == 0 else contextlib.nullcontext() as stale:
-            if stale:
-                print(f"cnnbench: taking over {run_dir}: {stale.gone()}", file=sys.stderr, flush=True)
-            metrics = _train(cfg, run_dir)
+        with claim(run_dir) if distributed_rank() == 0 else contextlib.nullcontext() as ours:
+            if ours and ours.stale:
+                print(f"cnnbench: taking over {run_dir}: {ours.stale.gone()}", file=sys.stderr, flush=True)
+            metrics = _train(cfg, run_dir, check_claim=ours.check if ours else None)
     except CnnbenchError as error:
         fail(str(error))
     return metrics["best_val_acc"]  # what a sweeper (e.g. Optuna) maximises
 
 
-def _train(cfg: DictConfig, run_dir: Path, resume: bool | str | None = None) -> dict[str, Any]:
+def _train(cfg: DictConfig, run_dir: Path, resume: bool | str | None = None,
+           check_claim: Callable[[], None] | None = None) -> dict[str, Any]:
     check_config(cfg)
     # Imported only now: torch and torchvision take seconds to load, and a bad value or
     # --help should answer at once.
@@ -54,7 +56,7 @@ def _train(cfg: DictConfig, run_dir: Path, resume: bool | str | None = None) -> 
     from cnnbench.runtime import distributed
 
     try:
-        return train(cfg, run_dir, resume)
+        return train(cfg, run_dir, resume, check_claim)
     finally:  # under torchrun, a failed run leaves the process group too (NCCL would hold the GPU)
         distributed.stop()
 

@@ -39,11 +39,13 @@ from cnnbench.runtime.device import autocast, memory_format, rng_state, synchron
 log = logging.getLogger("cnnbench")
 
 
-def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None = None) -> dict[str, Any]:
+def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None = None,
+          check_claim: Callable[[], None] | None = None) -> dict[str, Any]:
     """Train cfg.model on cfg.data; leave checkpoints, TensorBoard events and metrics.json in run_dir.
 
     `resume_from`: a run folder or checkpoint to continue, True for run_dir's own last.pt, False
-    for a new run; None: as cfg.resume says.
+    for a new run; None: as cfg.resume says. `check_claim`: called before every write of a run
+    file; it raises (and the run stops) when run_dir is no longer this process's (sweep/claims.py).
     """
     run_dir = Path(run_dir)
     check_config(cfg)  # bad values fail here, before any data is loaded
@@ -59,8 +61,14 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
         state = resume(checkpoint, run)
         log.info("resuming from %s after epoch %d%s", checkpoint, state.epoch,
                  f", step {state.step}" if state.step else "")
+    def still_ours() -> None:
+        # another copy of a sweep may have taken the folder over meanwhile: then nothing more is written
+        if check_claim is not None:
+            check_claim()
+
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        still_ours()
         remove_unfinished_writes(run_dir)
         write_json(OmegaConf.to_container(cfg, resolve=True), run_dir / "config.json")
     board = Board(run_dir, data.classes, data.mean, data.std, enabled=main)
@@ -75,6 +83,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
 
     def save_last() -> None:
         if main:
+            still_ours()
             save_checkpoint(checkpoint_state(run, state), run_dir / "last.pt")
 
     confusion: list[list[int]] = []
@@ -105,15 +114,17 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
                      record["val_acc"], f" (EMA {record['val_acc_ema']:.4f})" if run.ema else "",
                      record["images_per_sec"], record["epoch_time_s"])
             if state.record_best(record, cfg.ema.best_by if run.ema else "live") and main:
+                still_ours()
                 save_checkpoint(checkpoint_state(run, state), run_dir / "best.pt")
             save_last()
-            if main:
+            if main:  # (save_last has just checked the claim)
                 write_json(summarise(cfg, state, parameter_count, device, finished=False), run_dir / "metrics.json")
 
     metrics = summarise(cfg, state, parameter_count, device, finished=True)
     if not confusion and state.history:  # resumed a finished run: evaluate once for the pictures
         confusion = validate(run)["live"]["confusion"]
     if main:
+        still_ours()
         write_json(metrics, run_dir / "metrics.json")
         final = {f"hparam/{key}": metrics[key] for key in ("best_val_acc", "final_val_acc")
                  if metrics[key] is not None}

@@ -19,12 +19,13 @@ from omegaconf import DictConfig
 
 from cnnbench.errors import CnnbenchError, Interrupted, say
 from cnnbench.files import write_text_whole
-from cnnbench.sweep.claims import Claimed, claim
+from cnnbench.sweep.claims import Claimed, ClaimLost, claim
 from cnnbench.sweep.folders import ERROR_FILE, read_metrics, shown
 from cnnbench.sweep.journal import Job, note, read_journal
 
-# train(cfg, run_dir, resume): the run itself (engine/train.py), handed in by the command
-Train = Callable[[DictConfig, Path, bool], dict[str, Any]]
+# train(cfg, run_dir, resume, check_claim): the run itself (engine/train.py), handed in by the
+# command; check_claim, before each write of the run's, raises ClaimLost when the folder was taken over
+Train = Callable[[DictConfig, Path, bool, Callable[[], None]], dict[str, Any]]
 
 
 def plan(run_dir: Path, epochs: int) -> str:
@@ -65,10 +66,10 @@ def _job(cfg: DictConfig, run_dir: Path, train: Train, journal: Path | None) -> 
     if plan(run_dir, cfg.epochs) == "skip":  # nothing to claim
         return _skipped(run_dir)
     try:
-        with claim(run_dir) as stale:
-            if stale:
-                print(f"taking over {shown(run_dir)}: {stale.gone()}", flush=True)
-            return _claimed_job(cfg, run_dir, train)
+        with claim(run_dir) as ours:
+            if ours.stale:
+                print(f"taking over {shown(run_dir)}: {ours.stale.gone()}", flush=True)
+            return _claimed_job(cfg, run_dir, train, ours.check)
     except Claimed as busy:
         print(f"skipping {shown(run_dir)}: running in {busy.where}", flush=True)
         return Job(run_dir, "elsewhere", holder=busy.where)
@@ -76,7 +77,7 @@ def _job(cfg: DictConfig, run_dir: Path, train: Train, journal: Path | None) -> 
         return _failed(run_dir, str(error), write=False)
 
 
-def _claimed_job(cfg: DictConfig, run_dir: Path, train: Train) -> Job:
+def _claimed_job(cfg: DictConfig, run_dir: Path, train: Train, check_claim: Callable[[], None]) -> Job:
     # Planned again: another process may have finished the run since this one looked.
     action = plan(run_dir, cfg.epochs)
     if action == "skip":
@@ -84,7 +85,10 @@ def _claimed_job(cfg: DictConfig, run_dir: Path, train: Train) -> Job:
     (run_dir / ERROR_FILE).unlink(missing_ok=True)  # a failure of an earlier attempt no longer holds
     try:
         # the folder decides whether to resume, whatever resume= the command line gave
-        metrics = train(cfg, run_dir, action == "resume")
+        metrics = train(cfg, run_dir, action == "resume", check_claim)
+    except ClaimLost as lost:  # the run goes on in the process that took it over: not a failure
+        say(str(lost))
+        return Job(run_dir, "elsewhere", holder=lost.where)
     # Any exception: one job's bug or out-of-memory must not cost the other jobs their turn.
     # Ctrl-C (KeyboardInterrupt) is not an Exception and still stops the sweep.
     except Exception as error:
