@@ -20,6 +20,7 @@ import shutil
 import signal
 import stat
 import threading
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -162,34 +163,81 @@ def removed_on_exit(path: Path) -> Iterator[Path]:
             os.kill(os.getpid(), received[0])  # as if it had come now: the default ends the process
 
 
-# How the CSV files of cnnbench's tools begin, by tool (its JSON files say their tool in "tool").
-CSV_HEADERS = {"file,class_1,probability_1": "cnnbench-predict"}
+# What tells each kind of file a cnnbench tool wrote, so that it is replaced and a user's own file
+# of the same name never is: JSON files say their tool in "tool"; CSV files by their header; the
+# leaderboard's markdown by the sentence under its heading; PNG pictures by a tEXt chunk
+# "Software"; ONNX files by their metadata; TorchScript archives by an extra file.
+CSV_HEADERS = {"file,class_1,probability_1": "cnnbench-predict",
+               "model,data,config,seeds,best_val_acc_mean": "cnnbench-report"}  # leaderboard/table.py COLUMNS
+# The sentence under the heading of every leaderboard.md (leaderboard/table.py writes it from here)
+LEADERBOARD_SIGN = "One row per configuration (runs that differ only by seed)"
+MARKDOWN_SIGNS = {LEADERBOARD_SIGN: "cnnbench-report"}
+WRITTEN_BY = "written_by"  # the ONNX metadata key and the TorchScript extra file naming the tool
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def written_by(path: Path) -> str | None:
-    """The cnnbench tool that wrote a file: named in its JSON, or known by its CSV header."""
+    """The cnnbench tool that wrote a file (see CSV_HEADERS and below), or None: not one of ours,
+    or not readable."""
     try:
+        if path.suffix == ".onnx":
+            return _onnx_writer(path)
+        if path.suffix == ".pt":
+            with zipfile.ZipFile(path) as archive:
+                name = next((name for name in archive.namelist() if name.endswith(f"/extra/{WRITTEN_BY}")), None)
+                return archive.read(name).decode() if name else None
+        if path.suffix == ".png":
+            return png_text(read_plain(path, limit=2**16, head=True)).get("Software")
         text = read_plain(path).decode("utf-8")
         if path.suffix == ".csv":
             first = text.partition("\n")[0]
             return next((tool for header, tool in CSV_HEADERS.items() if first.startswith(header)), None)
+        if path.suffix == ".md":
+            return next((tool for sign, tool in MARKDOWN_SIGNS.items() if sign in text), None)
         tool = json.loads(text).get("tool")
         return tool if isinstance(tool, str) else None
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError, KeyError, zipfile.BadZipFile):
         return None
 
 
-def check_output(path: Path, tool: str) -> None:
+def _onnx_writer(path: Path) -> str | None:
+    try:
+        import onnx
+    except ImportError:  # cannot tell: treated as not ours
+        return None
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # onnx raises its own DecodeError for a file that is not ONNX at all
+        return None
+    return next((prop.value for prop in model.metadata_props if prop.key == WRITTEN_BY), None)
+
+
+def png_text(data: bytes) -> dict[str, str]:
+    """The tEXt chunks of a PNG file before its pixels, {keyword: text}."""
+    if not data.startswith(PNG_SIGNATURE):
+        return {}
+    texts, at = {}, len(PNG_SIGNATURE)
+    while at + 8 <= len(data):
+        length, kind = int.from_bytes(data[at:at + 4], "big"), data[at + 4:at + 8]
+        if kind in (b"IDAT", b"IEND"):
+            break
+        if kind == b"tEXt":
+            keyword, _, text = data[at + 8:at + 8 + length].partition(b"\0")
+            texts[keyword.decode("latin-1")] = text.decode("latin-1")
+        at += 12 + length  # length, type, data, CRC
+    return texts
+
+
+def check_output(path: Path, tool: str, what: str = "choose another out=PATH") -> None:
     """Refuse to overwrite a file unless an earlier run of `tool` wrote it, to write through a link,
-    or to write into no folder."""
+    or to write into no folder; `what` says what the user can do instead."""
     if not path.parent.is_dir():
         raise CnnbenchError(f"out={path}: the folder {path.parent} does not exist")
     if path.is_symlink():
         raise CnnbenchError(f"{path} is a symbolic link (to {os.readlink(path)}): cnnbench does not write "
-                            f"through it; choose another out=PATH or remove the link")
+                            f"through it; {what} or remove the link")
     if not path.exists():
         return
     if path.is_file() and written_by(path) == tool:
         return
-    raise CnnbenchError(f"{path} exists and was not written by {tool}; choose another out=PATH "
-                        "or remove the file")
+    raise CnnbenchError(f"{path} exists and was not written by {tool}; {what} or remove the file")

@@ -307,6 +307,19 @@ def test_a_sweep_into_a_folder_with_a_damaged_metrics_file_names_it_and_resumes_
     assert metrics_of(damaged.parent)["epochs_done"] == 1  # written again by the resumed run
 
 
+def test_a_sweep_into_a_folder_with_the_users_own_leaderboard_md_keeps_it(tmp_path):
+    (tmp_path / "sw").mkdir()
+    mine = tmp_path / "sw" / "leaderboard.md"
+    mine.write_text("# Leaderboard\n\nwhat I measured by hand\n")
+    result = sweep("model=mlp", *SMALL, "epochs=1", "hydra.sweep.dir=sw", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr  # the runs themselves are done
+    [line] = [line for line in result.stderr.splitlines() if "error" in line]
+    assert line.startswith("cnnbench: error: sw/leaderboard.md exists and was not written by cnnbench-report")
+    assert line.endswith("(the runs are done; the leaderboard was not written)")
+    assert mine.read_text() == "# Leaderboard\n\nwhat I measured by hand\n"
+    assert "1 runs: 1 trained, 0 resumed, 0 skipped, 0 failed" in result.stdout
+
+
 # ---------------------------------------------------------------- the leaderboard's rows
 
 def test_overrides_every_row_shares_are_said_once_and_each_row_lists_its_folders(two_by_two):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+from PIL.PngImagePlugin import PngInfo
 
 from cnnbench import files
 
@@ -25,10 +26,13 @@ TILE = 96  # an image tile of a grid, in pixels: small images are enlarged to it
 CARD_WIDTH = 360  # about the width TensorBoard shows an image at
 
 
-def write_png(path: Path, image: Image.Image) -> None:
+def write_png(path: Path, image: Image.Image, software: str = "cnnbench") -> None:
     """A picture as a PNG file, whole or not at all: a reader never sees half of one, and a link
-    at its name is replaced, never written through."""
-    files.write_whole(path, lambda file: image.save(file, format="PNG"))
+    at its name is replaced, never written through. It names the tool that drew it (a tEXt chunk
+    "Software", which files.written_by reads)."""
+    marker = PngInfo()
+    marker.add_text("Software", software)
+    files.write_whole(path, lambda file: image.save(file, format="PNG", pnginfo=marker))
 
 
 def font(size: int = FONT_SIZE) -> ImageFont.ImageFont:

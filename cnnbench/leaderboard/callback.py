@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from cnnbench.errors import CnnbenchError, SweepFailed, say
 from cnnbench.files import refuse_links
 from cnnbench.leaderboard.table import SWEEP_FILES, leaderboard_files, rebuild_leaderboard
-from cnnbench.sweep.folders import refuse_links_in_runs, shown
+from cnnbench.sweep.folders import collect_runs, refuse_links_in_runs, shown
 from cnnbench.sweep.journal import forget_journal, new_sweep_id, summary_line, tally, this_sweep
 
 
@@ -36,7 +36,11 @@ class Leaderboard(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Write leaderboard.csv and leaderboard.md in the sweep folder, print the table and the summary."""
         folder = Path(config.hydra.sweep.dir)
-        table, runs, problems = rebuild_leaderboard(folder)
+        try:
+            table, runs, problems = rebuild_leaderboard(folder)
+        except CnnbenchError as error:  # a file of the user's where the leaderboard goes: kept as it is
+            say(f"{error} (the runs are done; the leaderboard was not written)")
+            table, (runs, problems) = None, collect_runs(folder)
         for problem in problems:
             print(f"cnnbench: warning: {problem}", file=sys.stderr)
         if table:

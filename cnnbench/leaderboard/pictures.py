@@ -36,6 +36,7 @@ from cnnbench.leaderboard.grouping import common_overrides, row_labels
 from cnnbench.leaderboard.statistics import mean, std
 
 CURVES, COST = "leaderboard_curves.png", "leaderboard_cost.png"
+WRITER = "cnnbench-report"  # the tool the pictures name as theirs (a sweep's end draws them too)
 WIDTH = 1000  # about a page's width in a browser or an editor's preview; text stays 16 px
 # (row key, axis label, whether more is better): the costs accuracy is drawn against
 COSTS = [("parameters", "parameters", False), ("macs", "MACs per image", False),
@@ -57,9 +58,9 @@ def write_sweep_figures(folder: Path, rows: list[dict[str, Any]]) -> dict[str, s
     written = {}
     curves = curves_figure([row for row, _ in shown], colours, entries, context)
     if curves:
-        write_png(folder / CURVES, curves)
+        write_png(folder / CURVES, curves, WRITER)
         written[CURVES] = "validation accuracy and loss against epoch, mean ± 1 std over seeds"
-    write_png(folder / COST, cost_figure([row for row, _ in shown], colours, entries, context))
+    write_png(folder / COST, cost_figure([row for row, _ in shown], colours, entries, context), WRITER)
     written[COST] = "best validation accuracy against parameters, MACs and images/s, with the Pareto front"
     return written
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cnnbench.files import locked, write_text_whole
+from cnnbench.files import LEADERBOARD_SIGN, check_output, locked, write_text_whole, written_by
 from cnnbench.leaderboard import statistics as comparison
 from cnnbench.leaderboard.grouping import common_overrides, describe, group_key
 from cnnbench.leaderboard.statistics import mean, std
@@ -49,6 +49,24 @@ def leaderboard_files() -> tuple[str, ...]:
     from cnnbench.leaderboard.pictures import COST, CURVES  # imported here: torch comes with it
 
     return ("leaderboard.csv", "leaderboard.md", CURVES, COST)
+
+
+def refuse_others_files(folder: Path) -> None:
+    """Refuse, in one line and before anything is written, to replace a leaderboard file that
+    cnnbench did not write (a user's own leaderboard.md in the folder): each of ours says so
+    (files.written_by). A picture of the release before, which said nothing, is known by the
+    leaderboard.md of ours beside it that shows it."""
+    from cnnbench.leaderboard.pictures import WRITER
+
+    markdown = folder / "leaderboard.md"
+    ours = written_by(markdown) == WRITER if markdown.is_file() and not markdown.is_symlink() else False
+    shown = markdown.read_text(encoding="utf-8", errors="replace") if ours else ""
+    for name in leaderboard_files():
+        path = folder / name
+        earlier_picture = (name.endswith(".png") and f"]({name})" in shown and not path.is_symlink()
+                           and path.is_file() and written_by(path) is None)
+        if not earlier_picture:
+            check_output(path, WRITER, what=f"move it out of {folder}, which the leaderboard is written in,")
 
 
 def _number(style: str, value: Any) -> str:
@@ -245,8 +263,10 @@ def roll_call(runs: list[RunInfo], folder: Path) -> list[str]:
 
 def write_leaderboard(folder: Path, rows: list[dict[str, Any]], sort: str = "best_val_acc_mean",
                       ascending: bool = False, runs: list[RunInfo] = ()) -> str:
-    """Write folder/leaderboard.csv and folder/leaderboard.md, each replaced whole; return the
-    console table, with the failed runs and the roll call of `runs` not finished below it."""
+    """Write folder/leaderboard.csv and folder/leaderboard.md, each replaced whole (none when a file
+    of those names is not cnnbench's); return the console table, with the failed runs and the roll
+    call of `runs` not finished below it."""
+    refuse_others_files(folder)
     table = io.StringIO()
     writer = csv.writer(table)
     names = csv_columns(rows)
@@ -268,7 +288,7 @@ def write_leaderboard(folder: Path, rows: list[dict[str, Any]], sort: str = "bes
     note = comparison.hardware_note([m for row in rows for m in row["metrics"]])
     above = [f"**Note: {note}.**", ""] if note else []
     markdown = [f"# Leaderboard: {folder}", "",
-                "One row per configuration (runs that differ only by seed): accuracies are the mean ± the "
+                f"{LEADERBOARD_SIGN}: accuracies are the mean ± the "
                 "sample standard deviation over its finished runs; MACs per image. "
                 f"Sorted by {sort}, {order}." + (f" Every row also has: `{common}`." if common else ""),
                 "", *above, format_table(rows, markdown=True), ""]
