@@ -6,17 +6,23 @@ of following it, and their temporary files are created exclusively under names n
 In every test the file a link points to keeps every byte."""
 
 import json
+import logging
 import os
 from pathlib import Path
 
 import pytest
+import torch
+from conftest import write_image_folder
 from test_cli import assert_one_line_error
 from test_configs import run_cli
 
 from cnnbench import files
 from cnnbench.cli import report
+from cnnbench.data import build_data
 from cnnbench.engine.train import train
 from cnnbench.errors import CnnbenchError
+from cnnbench.files import check_output
+from cnnbench.inference.predict import write_predictions
 from cnnbench.runtime.host import HOST
 from cnnbench.sweep.claims import claim
 
@@ -101,3 +107,34 @@ def test_a_report_reads_no_run_file_through_a_link(compose_config, tmp_path, cap
     assert said.err.splitlines() == [f"cnnbench-report: warning: {linked / 'metrics.json'} is damaged "
                                      "(a symbolic link, not a file); left out of the table"]
     assert "1 runs: 1 finished" in said.out
+
+
+def test_predictions_are_never_written_through_a_link_at_out(tmp_path):
+    earlier = tmp_path / "elsewhere" / "preds.csv"  # someone's predictions, in another folder
+    earlier.parent.mkdir()
+    earlier.write_text("file,class_1,probability_1\nx.png,cat,0.900000\n")
+    plant(tmp_path / "out" / "preds.csv", earlier)
+    with pytest.raises(CnnbenchError, match="preds.csv is a symbolic link .*: cnnbench does not write through it"):
+        check_output(tmp_path / "out" / "preds.csv", "cnnbench-predict")
+    rows = [{"file": "y.png", "top": [{"class": "dog", "index": 1, "probability": 0.75}]}]
+    write_predictions(rows, tmp_path / "out" / "preds.csv", "best.pt")  # the writer on its own too
+    assert earlier.read_text() == "file,class_1,probability_1\nx.png,cat,0.900000\n"
+    assert "y.png,dog,0.750000" in (tmp_path / "out" / "preds.csv").read_text()
+
+
+def test_an_image_cache_holding_links_is_rebuilt_and_read_through_none(compose_config, tmp_path, monkeypatch,
+                                                                       caplog):
+    root, cache = write_image_folder(tmp_path / "images"), tmp_path / "cache"
+    monkeypatch.setenv("CNNBENCH_CACHE", str(cache))
+    cfg = compose_config("data=imagefolder", f"data.root={root}", "data.image_size=16", "num_workers=0")
+    build_data(cfg.data, batch_size=8, seed=0, device=torch.device("cpu"))
+    (folder,) = [path for path in cache.iterdir() if path.is_dir()]
+    for name in ("pixels.u8", "index.json"):  # the same bytes, kept elsewhere, linked in
+        (tmp_path / "planted").mkdir(exist_ok=True)
+        (folder / name).rename(tmp_path / "planted" / name)
+        plant(folder / name, tmp_path / "planted" / name)
+    with caplog.at_level(logging.WARNING, logger="cnnbench"):
+        data = build_data(cfg.data, batch_size=8, seed=0, device=torch.device("cpu"))
+    assert "index.json, pixels.u8: a symbolic link, not a file cnnbench wrote" in caplog.text
+    assert len(data.train.files) == 24
+    assert not any(path.is_symlink() for path in folder.iterdir())  # decoded again, into files of its own
