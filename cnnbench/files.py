@@ -184,7 +184,8 @@ def written_by(path: Path) -> str | None:
             return _onnx_writer(path)
         if path.suffix == ".pt":
             with zipfile.ZipFile(path) as archive:
-                name = next((name for name in archive.namelist() if name.endswith(f"/extra/{WRITTEN_BY}")), None)
+                extra = f"/extra/{WRITTEN_BY}"
+                name = next((name for name in archive.namelist() if name.endswith(extra)), None)
                 return archive.read(name).decode() if name else None
         if path.suffix == ".png":
             return png_text(read_plain(path, limit=2**16, head=True)).get("Software")

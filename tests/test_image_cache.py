@@ -210,7 +210,8 @@ BUILD = textwrap.dedent("""
         "grayscale": False, "val_fraction": 0.2, "bad_images": "error", "mean": [0.5] * 3, "std": [0.5] * 3,
         "augment": {"crop_padding": 0, "hflip": False}})
     data = build_data(cfg, batch_size=8, seed=0, device=torch.device("cpu"))
-    print(json.dumps({"train": len(data.train.files), "cache": sorted(os.listdir(os.environ["CNNBENCH_CACHE"]))}))
+    entries = sorted(os.listdir(os.environ["CNNBENCH_CACHE"]))
+    print(json.dumps({"train": len(data.train.files), "cache": entries}))
 """)
 
 
@@ -276,7 +277,8 @@ def test_a_half_built_cache_a_killed_process_left_is_deleted_by_the_next_build(c
     left.mkdir()
     (left / "pixels.u8").write_bytes(b"\0" * 1000)
     folder_data(compose_config, image_root)
-    assert sorted(path.name for path in cache_dir.iterdir() if not path.name.endswith(".lock")) == [folder.name]
+    left_now = sorted(path.name for path in cache_dir.iterdir() if not path.name.endswith(".lock"))
+    assert left_now == [folder.name]
 
 
 def test_cache_false_decodes_in_memory_and_writes_nothing(compose_config, image_root, cache_dir):

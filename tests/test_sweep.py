@@ -94,7 +94,7 @@ def test_any_exception_fails_only_its_job(tmp_path, compose_config, monkeypatch,
     cfg = compose_config("data=fake")
     journal = tmp_path / ".jobs" / "this-sweep"  # where the jobs of one sweep note what they did
     assert sweeps.run_job(cfg, tmp_path / "a", broken_train, journal / "0.json") is None
-    assert sweeps.run_job(cfg, tmp_path / "b", lambda cfg, run_dir, resume, check_claim: {"best_val_acc": 0.5},
+    assert sweeps.run_job(cfg, tmp_path / "b", lambda cfg, run_dir, *_: {"best_val_acc": 0.5},
                           journal / "1.json") == 0.5
     assert sweeps.run_job(cfg, tmp_path / "b", broken_train, journal / "2.json") is None  # two jobs, one folder
     error = capsys.readouterr().err.splitlines()

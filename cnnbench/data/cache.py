@@ -328,7 +328,8 @@ def load(folder: Path, root: Path) -> Decoded:
     # copy-on-write: a writable view for torch, and nothing is ever written through it
     pixels = np.memmap(folder / "pixels.u8", dtype=np.uint8, mode="c", shape=tuple(shape)) if size else \
         np.zeros(shape, dtype=np.uint8)
-    return Decoded(torch.from_numpy(pixels), torch.tensor(labels, dtype=torch.long), files, unreadable, folder)
+    return Decoded(torch.from_numpy(pixels), torch.tensor(labels, dtype=torch.long), files, unreadable,
+                   folder)
 
 
 def sampled_digest(path: Path, blocks: int = 64, block: int = 1 << 16) -> str:

@@ -61,6 +61,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
         state = resume(checkpoint, run)
         log.info("resuming from %s after epoch %d%s", checkpoint, state.epoch,
                  f", step {state.step}" if state.step else "")
+
     def still_ours() -> None:
         # another copy of a sweep may have taken the folder over meanwhile: then nothing more is written
         if check_claim is not None:

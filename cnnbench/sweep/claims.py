@@ -120,7 +120,8 @@ class Claim:
 
     def is_ours(self, holder: Holder | None) -> bool:
         """Whether `holder` is this claim."""
-        return holder is not None and (holder.host, holder.pid, holder.token) == (HOST, os.getpid(), self.token)
+        return holder is not None and (holder.host, holder.pid, holder.token) == (HOST, os.getpid(),
+                                                                                   self.token)
 
     def check(self) -> None:
         """Raise ClaimLost unless the folder's claim is still this one: called before every write that

@@ -73,7 +73,8 @@ def _history(value: Any) -> bool:
                                                and not isinstance(record[key], bool))
                    for key in ("val_acc", "val_loss"))
     return isinstance(value, list) and all(
-        isinstance(record, dict) and record.get("epoch") == epoch and _integer(record["epoch"]) and plotted(record)
+        isinstance(record, dict) and record.get("epoch") == epoch and _integer(record["epoch"])
+        and plotted(record)
         for epoch, record in enumerate(value, 1))
 
 
@@ -184,7 +185,8 @@ def _load(path: Path, loader) -> Any:
 def read_run(folder: Path) -> RunInfo | str:
     """The run in `folder`, or a line saying why it cannot be read."""
     overrides = _load(folder / ".hydra" / "overrides.yaml", yaml.safe_load)
-    if overrides is not None and not (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)):
+    if overrides is not None and not (isinstance(overrides, list)
+                                      and all(isinstance(override, str) for override in overrides)):
         return f"{folder}: .hydra/overrides.yaml is damaged (not a list of overrides); left out of the table"
     hydra = _load(folder / ".hydra" / "hydra.yaml", yaml.safe_load)
     choices = ((((hydra or {}).get("hydra") or {}).get("runtime") or {}).get("choices") or {}) \
