@@ -133,6 +133,26 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_p
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs_done"] == 1
 
 
+@pytest.mark.parametrize("saved_by, rank, world, expected", [
+    (2, 0, 2, (1.0, 3, 32)), (2, 1, 2, (2.0, 5, 32)),  # as saved: each process its own
+    (2, 0, 1, (3.0, 8, 64)),  # fewer processes now: rank 0 carries every process's sums on
+    (1, 0, 2, (1.0, 3, 32)), (1, 1, 2, (0.0, 0, 0)),  # more: the newcomer starts from nothing
+])
+def test_a_mid_epoch_resume_on_another_number_of_processes_counts_each_saved_image_once(
+        saved_by, rank, world, expected, monkeypatch):
+    # the epoch's sums as last.pt saves them (EpochSums.saved: every process's, in rank order)
+    from cnnbench.engine.state import EpochSums
+    from cnnbench.runtime import distributed
+
+    saved = {"loss": torch.tensor([1.0, 2.0][:saved_by]), "correct": torch.tensor([3, 5][:saved_by]),
+             "seen": [32, 32][:saved_by], "seconds": 1.5}
+    monkeypatch.setattr(distributed, "rank", lambda: rank)
+    monkeypatch.setattr(distributed, "world_size", lambda: world)
+    sums = EpochSums(torch.device("cpu"), saved)  # the release before: IndexError for rank 1 of 2
+    assert (sums.loss.item(), sums.correct.item(), sums.seen) == expected
+    assert sums.seconds() >= 1.5
+
+
 @pytest.mark.slow
 def test_mid_epoch_checkpoint_refuses_a_different_epoch_length(tmp_path):
     inject("kill", "train-batch:22", *RUN, "checkpoint.every_n_steps=4", "hydra.run.dir=run", cwd=tmp_path)

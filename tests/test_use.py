@@ -23,7 +23,7 @@ from cnnbench.data import build_data
 from cnnbench.engine.checkpoint import load_checkpoint
 from cnnbench.engine.train import train
 from cnnbench.errors import CnnbenchError
-from cnnbench.files import check_output
+from cnnbench.files import check_output, written_by
 from cnnbench.inference.checkpoints import rebuild_model
 from cnnbench.inference.evaluate import evaluate_checkpoint
 from cnnbench.inference.export import export
@@ -389,8 +389,30 @@ def test_export_exits_1_when_the_file_does_not_reproduce_the_model(tmp_path, com
 def test_export_refuses_unknown_formats_and_overwriting_the_checkpoint(trained):
     with pytest.raises(CnnbenchError, match="format='tflite' is not supported: use onnx or torchscript"):
         export(trained.best, "tflite")
-    with pytest.raises(CnnbenchError, match="exists; give out= a new name ending in .torchscript.pt"):
+    with pytest.raises(CnnbenchError, match="exists and was not written by cnnbench-export; give out= a new "
+                                            "name ending in .torchscript.pt"):
         export(trained.best, "torchscript", out=trained.best)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
+@pytest.mark.parametrize("file_format, name", [("onnx", "best.onnx"), ("torchscript", "best.torchscript.pt")])
+def test_export_replaces_its_own_export_and_never_a_users_file_of_that_name(trained, tmp_path, call_tool,
+                                                                           file_format, name):
+    if file_format == "onnx":
+        require_module("onnxruntime", "pip install 'cnnbench[onnx]'")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.pt").write_bytes(trained.best.read_bytes())
+    (run / name).write_bytes(b"a model of the user's own, from another tool")
+    refused = call_tool("export", f"ckpt={run / 'best.pt'}", f"format={file_format}")
+    assert_one_line_error(refused, "cnnbench-export", f"{run / name} exists and was not written by "
+                                                      "cnnbench-export")
+    assert (run / name).read_bytes() == b"a model of the user's own, from another tool"
+    (run / name).unlink()
+    for _ in range(2):  # its own export, replaced by the next one
+        done = call_tool("export", f"ckpt={run / 'best.pt'}", f"format={file_format}")
+        assert done.returncode == 0, done.stderr
+    assert written_by(run / name) == "cnnbench-export"
 
 
 # ---------------------------------------------------------------- checkpoints that are refused

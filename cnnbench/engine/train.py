@@ -43,12 +43,15 @@ log = logging.getLogger("cnnbench")
 
 
 def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None = None,
-          accepted: Callable[[], None] | None = None) -> dict[str, Any]:
+          accepted: Callable[[], None] | None = None, check_claim: Callable[[], None] | None = None
+          ) -> dict[str, Any]:
     """Train cfg.model on cfg.data; leave checkpoints, TensorBoard events and metrics.json in run_dir.
 
     `resume_from`: a run folder or checkpoint to continue, True for run_dir's own last.pt, False
     for a new run; None: as cfg.resume says. `accepted()` is called once the run is accepted (its
     config checked, a checkpoint to resume matched), before anything is written in run_dir.
+    `check_claim`: called before every write of a run file; it raises (and the run stops) when
+    run_dir is no longer this process's (sweep/claims.py).
     """
     run_dir = Path(run_dir)
     check_config(cfg)  # bad values fail here, before any data is loaded
@@ -70,10 +73,18 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
     state = RunState()
     if saved:
         state = resume(saved, checkpoint_path, run)
+
+    def still_ours() -> None:
+        # another copy of a sweep may have taken the folder over meanwhile: then nothing more is written
+        if check_claim is not None:
+            check_claim()
+
     if accepted:
+        still_ours()
         accepted()
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        still_ours()
         remove_unfinished_writes(run_dir)
         write_json(OmegaConf.to_container(cfg, resolve=True), run_dir / "config.json")
         write_json(data.split, run_dir / "split.json")  # which images went where
@@ -89,6 +100,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
 
     def save_last() -> None:
         if main:
+            still_ours()
             save_checkpoint(checkpoint_state(run, state), run_dir / "last.pt")
 
     confusion: list[list[int]] = []
@@ -118,9 +130,10 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
                      record["train_loss"], record["train_acc"], validation_words(record), record["images_per_sec"],
                      record["epoch_time_s"])
             if state.record_best(record, cfg.ema.best_by if run.ema else "live") and main:
+                still_ours()
                 save_checkpoint(checkpoint_state(run, state), run_dir / "best.pt")
             save_last()
-            if main:
+            if main:  # (save_last has just checked the claim)
                 write_json(summarise(cfg, state, parameter_count, device, data, None, finished=False),
                            run_dir / "metrics.json")
 
@@ -130,6 +143,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
     test = score_test(run, run_dir / "best.pt") if state.history else None
     metrics = summarise(cfg, state, parameter_count, device, data, test, finished=True)
     if main:
+        still_ours()
         write_json(metrics, run_dir / "metrics.json")
         final = {f"hparam/{key}": metrics[key] for key in ("best_val_acc", "final_val_acc", "test_acc")
                  if metrics[key] is not None}
