@@ -214,6 +214,20 @@ def test_train_limit_keeps_the_first_images(compose_config, idx_root):
     assert torch.equal(data.val.images, everything.val.images)
 
 
+def test_train_limit_on_an_image_folder_keeps_every_class_share(compose_config, tmp_path):
+    # its files are sorted by class: the first 30 of 3 x 50 were all cats (issue #23)
+    root = write_image_folder(tmp_path / "pets", per_class=50, size=(8, 8))
+    overrides = ["data=imagefolder", f"data.root={root}", "data.image_size=8", "num_workers=0"]
+    whole = load(compose_config, *overrides)
+    limited = load(compose_config, *overrides, "data.train_limit=30")
+    assert torch.bincount(limited.train.labels).tolist() == [10, 10, 10]
+    assert set(limited.train.files) < set(whole.train.files)  # training images only ...
+    assert limited.val.files == whole.val.files  # ... and validation as it was
+    assert load(compose_config, *overrides, "data.train_limit=30").train.files == limited.train.files
+    uneven = load(compose_config, *overrides, "data.train_limit=7")  # 7 x 40 / 120 each: 2.33
+    assert sorted(torch.bincount(uneven.train.labels).tolist()) == [2, 2, 3]
+
+
 def test_shuffle_is_seeded_per_epoch():
     images, labels = learnable_images(64, 10, (1, 8, 8), seed=0)
 

@@ -14,7 +14,7 @@ from cnnbench.data.cache import Decoded, check_readable, decoded_images, default
 from cnnbench.data.images import ImageFiles, scan_class_folders
 from cnnbench.data.loader import EpochSamples, data_loader, sample_transform
 from cnnbench.data.memory import MemoryLoader, process_rank
-from cnnbench.data.splits import Data, stratified_split
+from cnnbench.data.splits import Data, stratified_split, stratified_subset
 from cnnbench.errors import CnnbenchError
 
 log = logging.getLogger("cnnbench")
@@ -47,8 +47,8 @@ def build_image_folder(cfg: DictConfig, batch_size: int, seed: int, num_workers:
         train_set = scan_class_folders(root, mode, size)
         val_set = copy.copy(train_set)  # the same files, with the validation transform
         train_indices, val_indices = stratified_split(train_set.targets, cfg.val_fraction, seed)
-    if cfg.train_limit:
-        train_indices = train_indices[:cfg.train_limit]
+    if cfg.train_limit:  # drawn by the seed the split is drawn by
+        train_indices = stratified_subset(train_set.targets, train_indices, cfg.train_limit, seed)
     if len(train_set.classes) < 2:
         raise CnnbenchError(f"data.root={root} has {len(train_set.classes)} class folder "
                             f"({', '.join(train_set.classes)}); classification needs at least 2")

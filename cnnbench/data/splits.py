@@ -39,17 +39,37 @@ class Data:
         return len(self.classes)
 
 
+def _shuffled_by_class(targets: Sequence[int], indices: Sequence[int], generator: torch.Generator
+                       ) -> dict[int, list[int]]:
+    """`indices` grouped by their class in `targets`, each class's in a random order of `generator`."""
+    by_class: dict[int, list[int]] = {}
+    for index in indices:
+        by_class.setdefault(targets[index], []).append(index)
+    return {target: [members[i] for i in torch.randperm(len(members), generator=generator).tolist()]
+            for target, members in sorted(by_class.items())}
+
+
 def stratified_split(targets: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Split indices into train/val keeping each class's share; at least one of each per class."""
     generator = torch.Generator().manual_seed(seed)
-    by_class: dict[int, list[int]] = {}
-    for index, target in enumerate(targets):
-        by_class.setdefault(target, []).append(index)
     train, val = [], []
-    for target in sorted(by_class):
-        indices = by_class[target]
-        shuffled = [indices[i] for i in torch.randperm(len(indices), generator=generator).tolist()]
-        n_val = min(max(1, round(len(indices) * val_fraction)), len(indices) - 1)
+    for shuffled in _shuffled_by_class(targets, range(len(targets)), generator).values():
+        n_val = min(max(1, round(len(shuffled) * val_fraction)), len(shuffled) - 1)
         val += shuffled[:n_val]
         train += shuffled[n_val:]
     return sorted(train), sorted(val)
+
+
+def stratified_subset(targets: Sequence[int], indices: Sequence[int], count: int, seed: int) -> list[int]:
+    """`count` of `indices`, each class keeping its share of them (rounded by largest remainders),
+    drawn at random by `seed`: the first N files of an image folder would be its first classes only.
+    Drawn from `indices` alone, after the split: the subset never moves an image between splits."""
+    if count >= len(indices):
+        return list(indices)
+    by_class = _shuffled_by_class(targets, indices, torch.Generator().manual_seed(seed))
+    exact = {target: count * len(members) / len(indices) for target, members in by_class.items()}
+    quota = {target: int(share) for target, share in exact.items()}
+    by_remainder = sorted(exact, key=lambda target: (quota[target] - exact[target], target))
+    for target in by_remainder[:count - sum(quota.values())]:
+        quota[target] += 1
+    return sorted(index for target, members in by_class.items() for index in members[:quota[target]])
