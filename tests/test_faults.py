@@ -352,10 +352,31 @@ def test_an_empty_class_folder_is_named(compose_config, image_root):
         check_and_load(compose_config, image_root)
 
 
-def check_and_load(compose_config, root: Path):
+def test_an_image_folder_too_small_to_split_is_refused_in_one_line(tmp_path):
+    # one image per class: none to hold out; the run scored 0 images, then ended in a traceback
+    write_image_folder(tmp_path / "one", per_class=1, size=(8, 8))
+    result = run_cli("data=imagefolder", "data.root=one", "data.image_size=8", "epochs=1", "device=cpu",
+                     "num_workers=0", "hydra.run.dir=run", cwd=tmp_path)
+    assert_one_line_error(result, "data.root=", "the validation split would be empty: the classes hold "
+                          "cat 1, dog 1, fox 1 image(s)", "data.val_fraction=0.2", "train/ and val/ folders")
+    assert result.returncode == 2
+    assert not list((tmp_path / "run").glob("*.pt")) and not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_split_whose_images_are_all_unreadable_is_refused(compose_config, tmp_path):
+    write_image_folder(tmp_path / "train", classes=("a", "b"), per_class=3, size=(8, 8))
+    write_image_folder(tmp_path / "val", classes=("a", "b"), per_class=1, size=(8, 8))
+    for image in (tmp_path / "val").rglob("*.png"):
+        image.write_text("not a picture")
+    with pytest.raises(CnnbenchError, match=r"the validation split is empty: none of its 2 image\(s\) could be "
+                                            r"read \(data.bad_images=skip left them out\)"):
+        check_and_load(compose_config, tmp_path, "data.bad_images=skip")
+
+
+def check_and_load(compose_config, root: Path, *overrides: str):
     from cnnbench.data import build_data
 
-    cfg = image_run(compose_config, root)
+    cfg = image_run(compose_config, root, *overrides)
     check_config(cfg)
     return build_data(cfg.data, batch_size=4, seed=0, device=torch.device("cpu"))
 

@@ -4,6 +4,7 @@
 import copy
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -52,6 +53,12 @@ def build_image_folder(cfg: DictConfig, batch_size: int, seed: int, num_workers:
     if len(train_set.classes) < 2:
         raise CnnbenchError(f"data.root={root} has {len(train_set.classes)} class folder "
                             f"({', '.join(train_set.classes)}); classification needs at least 2")
+    if not val_indices:  # no class has a second image to hold out: validation would score nothing
+        raise CnnbenchError(
+            f"data.root={root}: the validation split would be empty: the classes hold "
+            f"{class_counts(train_set)} image(s), and data.val_fraction={cfg.val_fraction} holds out "
+            "that share of each class (at least 1) only from a class of 2 or more; add images, or "
+            "split them yourself into train/ and val/ folders")
     channels = 1 if cfg.grayscale else 3
     if cfg.loader == "torch":
         train_set.transform = sample_transform(cfg, train=True, size=size)
@@ -86,6 +93,10 @@ def cached_loaders(cfg: DictConfig, root: Path, train: tuple[ImageFiles, list[in
             placed[files.root, stored] = (decoded, *place(decoded, budget, device))
         decoded, pixels, where = placed[files.root, stored]
         rows = split_rows(decoded, files, indices)
+        if not len(rows):
+            raise CnnbenchError(f"data.root={root}: the {'training' if training else 'validation'} split is "
+                                f"empty: none of its {len(indices)} image(s) could be read "
+                                "(data.bad_images=skip left them out); replace them or add readable ones")
         log.info("%s: %s %s images of %dx%d, %s", files.root, f"{len(rows):,}",
                  "training" if training else "validation", *stored, where)
         loader = MemoryLoader(pixels, decoded.labels, batch_size, mean=list(cfg.mean), std=list(cfg.std),
@@ -110,6 +121,12 @@ def place(decoded: Decoded, budget: int, device: torch.device) -> tuple[torch.Te
         return pixels, (f"memory-mapped from the cache {decoded.folder}, {size}: more than "
                         f"data.memory_budget_gb={budget / 2**30:.1f} allows in {device} memory")
     return pixels.to(device, copy=True), f"held in {device} memory, {size}, from the cache {decoded.folder}"
+
+
+def class_counts(files: ImageFiles) -> str:
+    """How many images each class holds, in words: `cat 1, dog 1, fox 1`."""
+    counts = Counter(files.targets)
+    return ", ".join(f"{name} {counts[label]}" for label, name in enumerate(files.classes))
 
 
 def chosen(files: ImageFiles, indices: list[int]) -> set[str]:
