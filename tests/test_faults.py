@@ -286,6 +286,28 @@ def test_a_nan_loss_is_never_saved_in_a_mid_epoch_checkpoint(compose_config, tmp
     assert (last["epoch"], progress(last).step) == (1, 0)
 
 
+def test_non_finite_weights_are_never_saved_though_every_loss_was_finite(compose_config, tmp_path,
+                                                                         monkeypatch):
+    import cnnbench.engine.train
+
+    real = cnnbench.engine.train.train_epoch
+
+    def overflowing(run, epoch, *args):  # epoch 2's last step overflows a weight; its losses were finite
+        trained = real(run, epoch, *args)
+        if epoch == 1:
+            with torch.no_grad():
+                next(run.model.parameters())[0].fill_(float("inf"))
+        return trained
+
+    monkeypatch.setattr(cnnbench.engine.train, "train_epoch", overflowing)
+    with pytest.raises(DivergedError, match=r"^the weights became NaN or infinite in epoch 2, with every loss "
+                                            r"read finite; checkpoints saved before it stay as they were; "):
+        train(fake_run(compose_config), tmp_path / "run")
+    for name in ("last.pt", "best.pt"):
+        saved = load_checkpoint(tmp_path / "run" / name)
+        assert saved["epoch"] == 1 and all(torch.isfinite(w).all() for w in saved["model"].values())
+
+
 def test_on_nan_skip_batch_leaves_bad_batches_out_and_counts_them(compose_config, tmp_path, monkeypatch):
     poison_losses(monkeypatch, {3, 20})
     metrics = train(fake_run(compose_config, "on_nan=skip_batch"), tmp_path / "run")

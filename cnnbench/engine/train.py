@@ -27,7 +27,7 @@ from cnnbench.engine.checkpoint import (
     save_checkpoint,
     write_json,
 )
-from cnnbench.engine.faults import LossWatch, StopSignals
+from cnnbench.engine.faults import LossWatch, StopSignals, check_weights
 from cnnbench.engine.metrics import hparams, minor_page_faults, summarise
 from cnnbench.engine.state import EpochSums, RunState
 from cnnbench.engine.validation import misclassified, validate
@@ -73,9 +73,15 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
         data.train.set_epoch(0)
         board.training_batch(*next(iter(data.train)))
 
-    def save_last() -> None:
+    def save(name: str) -> None:
+        # A finite loss does not make finite weights (a step can overflow them): never save those.
+        # Every process checks (their weights are the same), so that all stop together.
+        check_weights(model, state.epoch, state.step)
         if main:
-            save_checkpoint(checkpoint_state(run, state), run_dir / "last.pt")
+            save_checkpoint(checkpoint_state(run, state), run_dir / name)
+
+    def save_last() -> None:
+        save("last.pt")
 
     confusion: list[list[int]] = []
     with StopSignals() as signals:
@@ -104,8 +110,8 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
                      epoch + 1, cfg.epochs, record["train_loss"], record["train_acc"], record["val_loss"],
                      record["val_acc"], f" (EMA {record['val_acc_ema']:.4f})" if run.ema else "",
                      record["images_per_sec"], record["epoch_time_s"])
-            if state.record_best(record, cfg.ema.best_by if run.ema else "live") and main:
-                save_checkpoint(checkpoint_state(run, state), run_dir / "best.pt")
+            if state.record_best(record, cfg.ema.best_by if run.ema else "live"):
+                save("best.pt")
             save_last()
             if main:
                 write_json(summarise(cfg, state, parameter_count, device, finished=False), run_dir / "metrics.json")
