@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import progress, write_image_folder
+from conftest import progress, write_idx_dataset, write_image_folder
 from test_cli import assert_one_line_error
 from test_configs import run_cli
 
@@ -451,6 +451,21 @@ def test_bad_images_takes_error_or_skip(compose_config):
         check_config(compose_config("data=imagefolder", "data.root=/x", "data.bad_images=ignore"))
 
 
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """A data root with a small image folder (images/) and MNIST (MNIST/raw/), for command lines."""
+    root = tmp_path_factory.mktemp("data")
+    write_image_folder(root / "images", per_class=4, size=(8, 8))
+    write_idx_dataset(root / "MNIST" / "raw", train=64, test=32)
+    return root
+
+
+IMAGES = ["data=imagefolder", "data.root={data}/images", "num_workers=0"]
+MNIST = ["data=mnist", "data.root={data}", "data.download=false"]
+# Sizes no machine's memory holds (issue #23 tried 100000, which a big enough machine might)
+NO_MEMORY_HOLDS = str(10**7)
+
+
 @pytest.mark.parametrize("arguments, fragments", [
     (["optimizer.learning_rate=0.1"],
      ["optimizer.learning_rate is not a config key (did you mean optimizer.lr?",
@@ -459,11 +474,31 @@ def test_bad_images_takes_error_or_skip(compose_config):
     (["model=lenet7"], ["Could not find 'model/lenet7'; choose one of: alexnet,", "lenet5"]),
     (["epochs=[1"], ["cannot parse epochs=[1", "override_grammar"]),
     (["epochs=0", "data=mnist", "data.root=/nowhere"], ["epochs=0 is out of range"]),  # before data loads
+    # the command lines of issue #23 that ended in a traceback
+    ([*IMAGES, "data.image_size=[32]"],
+     ["data.image_size=[32] is not a size: give one integer (a square) or [height, width]"]),
+    ([*MNIST, "data.resize=[96]"], ["data.resize=[96] is not a size"]),
+    (["seed=4294967296"], ["seed=4294967296 is out of range: must be an integer in [0, 4294967295]"]),
+    (["data=fake", "data.image_size=[32,32]"], ["data.image_size=[32, 32]: fake images are square"]),
+    (["optimizer=adam", "optimizer.betas=[0.9]"],
+     ["optimizer.betas=[0.9] has 1 value(s): give two numbers, [beta1, beta2]"]),
+    ([*IMAGES, "data.grayscale=true"],
+     ["data.mean=[0.485, 0.456, 0.406] (3 values) and data.std=[0.229, 0.224, 0.225] (3 values): greyscale "
+      "images (data.grayscale=true) have 1 channel(s): give one value per channel, e.g. data.mean=[0.485]"]),
+    ([*IMAGES, "data.mean=[0.5,0.5]"],
+     ["data.mean=[0.5, 0.5] (2 values): colour images (data.grayscale=false) have 3 channel(s)"]),
+    ([*IMAGES, f"data.image_size={NO_MEMORY_HOLDS}"],
+     [f"data.image_size={NO_MEMORY_HOLDS}: one image of 3x{NO_MEMORY_HOLDS}x{NO_MEMORY_HOLDS} needs",
+      "of memory as float32, more than this machine's", "use a smaller data.image_size"]),
+    (["data=fake", f"data.image_size={NO_MEMORY_HOLDS}"],
+     [f"data.image_size={NO_MEMORY_HOLDS}: a batch of 128 images of 3x{NO_MEMORY_HOLDS}x{NO_MEMORY_HOLDS}",
+      "or batch_size"]),
 ])
-def test_bad_command_lines_get_one_line_and_exit_2(tmp_path, arguments, fragments):
-    result = run_cli(*arguments, cwd=tmp_path)
+def test_bad_command_lines_get_one_line_and_exit_2(tmp_path, tiny_data, arguments, fragments):
+    result = run_cli(*(argument.format(data=tiny_data) for argument in arguments), "device=cpu", cwd=tmp_path)
     assert_one_line_error(result, *fragments)
     assert result.returncode == 2
+    assert not list(tmp_path.rglob("*.pt")) and not list(tmp_path.rglob("metrics.json"))  # no run began
 
 
 # ---------------------------------------------------------------- 7: run folders and disks

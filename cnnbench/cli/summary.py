@@ -15,7 +15,7 @@ from torch import nn
 from cnnbench.cli.common import console_command, exit_on_closed_pipe, fail, hydra_command_line
 from cnnbench.config.checks import check_config
 from cnnbench.config.keys import model_name
-from cnnbench.data.shapes import input_shape
+from cnnbench.config.shapes import input_shape
 from cnnbench.engine.build import build_model
 from cnnbench.errors import CnnbenchError
 from cnnbench.models.cost import macs, parameters

@@ -3,7 +3,6 @@
 
 import copy
 import logging
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from cnnbench.data.loader import EpochSamples, data_loader, sample_transform
 from cnnbench.data.memory import MemoryLoader, process_rank
 from cnnbench.data.splits import Data, stratified_split, stratified_subset
 from cnnbench.errors import CnnbenchError
+from cnnbench.runtime.host import memory_bytes
 
 log = logging.getLogger("cnnbench")
 
@@ -147,7 +147,4 @@ def memory_budget(gigabytes: float | None, device: torch.device) -> int:
         return int(gigabytes * 2**30)
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory // 4
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
-    except (ValueError, OSError, AttributeError):  # not a POSIX system
-        return 2**32
+    return (memory_bytes() or 2**34) // 4  # not a POSIX system: 4 GiB
