@@ -478,6 +478,12 @@ NO_MEMORY_HOLDS = str(10**7)
     ([*IMAGES, "data.image_size=[32]"],
      ["data.image_size=[32] is not a size: give one integer (a square) or [height, width]"]),
     ([*MNIST, "data.resize=[96]"], ["data.resize=[96] is not a size"]),
+    ([*MNIST, "data.resize=4"],
+     ["data.resize=4: lenet cannot take 4x4 images; the smallest it takes is 12x12: use data.resize=12 or more"]),
+    (["data=fake", "model=lenet_bn", "batch_size=1"],
+     ["batch_size=1: a training batch of 1 image is too few for lenet_bn's BatchNorm", "batches of 2 or more"]),
+    (["data=fake", "data.num_train=1", "model=lenet_bn"],
+     ["data.num_train=1: the training split holds 1 image: a training batch of 1 image is too few"]),
     (["seed=4294967296"], ["seed=4294967296 is out of range: must be an integer in [0, 4294967295]"]),
     (["data=fake", "data.image_size=[32,32]"], ["data.image_size=[32, 32]: fake images are square"]),
     (["optimizer=adam", "optimizer.betas=[0.9]"],
@@ -499,6 +505,40 @@ def test_bad_command_lines_get_one_line_and_exit_2(tmp_path, tiny_data, argument
     assert_one_line_error(result, *fragments)
     assert result.returncode == 2
     assert not list(tmp_path.rglob("*.pt")) and not list(tmp_path.rglob("metrics.json"))  # no run began
+
+
+@pytest.mark.parametrize("overrides, message", [
+    # images too small for the model: the smallest size that works is found by trying it
+    (["model=alexnet", "data.image_size=4"],
+     "data.image_size=4: alexnet cannot take 4x4 images; the smallest it takes is 7x7: use data.image_size=7 or more"),
+    (["model=nin", "data.image_size=8", "data.resize=[64,8]"],
+     "data.resize=[64, 8]: nin cannot take 64x8 images; the smallest it takes is 11x11: use data.resize=11 or more"),
+    (["model=small_cnn", "data.image_size=15"], "data.image_size=15: small_cnn cannot take 15x15 images; the "
+                                                "smallest it takes is 16x16"),
+    # BatchNorm given one image per training batch, by any key
+    (["model=resnet18", "batch_size=1", "data.image_size=8"],
+     "batch_size=1: a training batch of 1 image is too few for resnet18's BatchNorm"),
+    (["model=lenet_bn", "model.norm=scratch", "data.train_limit=1"],
+     "data.train_limit=1: the training split holds 1 image: a training batch of 1 image is too few for lenet_bn's"),
+    (["model=lenet_bn", "debug=overfit", "data.num_val=1"],
+     "overfit=true: it trains on the first validation batch, and that holds 1 image: a training batch of 1"),
+    # options torch refuses
+    (["optimizer=adam", "+optimizer.foo=1"],
+     "optimizer: Adam cannot be built from these options: Adam.__init__() got an unexpected keyword argument 'foo'"),
+    (["+scheduler.foo=1"], "scheduler: CosineAnnealingLR cannot be built from these options: "),
+])
+def test_what_only_the_set_up_can_tell_is_one_line_too(compose_config, tmp_path, overrides, message):
+    with pytest.raises(CnnbenchError) as error:
+        train(fake_run(compose_config, "epochs=1", *overrides), tmp_path / "run")
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_batch_of_one_trains_where_batchnorm_can_take_it(compose_config, tmp_path):
+    # ResNet-18 at 64 px keeps 2x2 pixels per channel to its last BatchNorm: one image is enough there
+    metrics = train(fake_run(compose_config, "model=resnet18", "batch_size=1", "data.image_size=64",
+                             "epochs=1", "limit_batches=2", "data.num_val=2"), tmp_path / "run")
+    assert metrics["status"] == "finished"
 
 
 # ---------------------------------------------------------------- 7: run folders and disks

@@ -21,6 +21,9 @@ class Batches(Protocol):
 
     def __iter__(self) -> Iterator[Batch]: ...
 
+    def smallest_batch(self) -> int:
+        """The fewest images a batch of an epoch holds (BatchNorm cannot train on one)."""
+
 
 @dataclass
 class Data:
