@@ -76,7 +76,7 @@ def written_by(path: Path) -> str | None:
     """The cnnbench tool that wrote a file: named in its JSON, or known by its CSV header."""
     try:
         if path.suffix == ".csv":
-            with open(path, encoding="utf-8") as file:
+            with open(path, encoding="utf-8", errors="surrogateescape") as file:  # file names as bytes
                 first = file.readline()
             return next((tool for header, tool in CSV_HEADERS.items() if first.startswith(header)), None)
         return json.loads(path.read_text(encoding="utf-8")).get("tool")

@@ -367,6 +367,39 @@ def test_bad_images_skip_leaves_them_out_and_lists_them(compose_config, image_ro
     assert f"skipping {truncated}: not a readable image" in said
 
 
+def bytes_named(path: Path, name: bytes) -> bytes:
+    """The path of `name` (bytes that are not UTF-8) in the folder `path`; skips the test where the
+    file system takes only UTF-8 names (macOS)."""
+    full = os.fsencode(path) + b"/" + name
+    try:
+        os.close(os.open(full, os.O_CREAT | os.O_WRONLY))
+    except OSError:
+        pytest.skip("this file system takes only UTF-8 file names")
+    return full
+
+
+def test_file_names_that_are_not_utf8_train_and_are_written_as_their_bytes(tmp_path):
+    root = write_image_folder(tmp_path / "odd-names", per_class=4, size=(16, 16))
+    renamed = bytes_named(root / "cat", b"caf\xe9.png")
+    os.replace(root / "cat" / "0.png", renamed)
+    unreadable = bytes_named(root / "dog", b"\xff\xfe.png")  # empty: not an image
+    # PYTHONIOENCODING=utf-8: stdout as strict as in an en_US.UTF-8 locale (C.UTF-8 is lenient)
+    result = subprocess.run([sys.executable, "-m", "cnnbench", "data=imagefolder", f"data.root={root}",
+                             "data.image_size=16", "data.bad_images=skip", "epochs=1", "device=cpu",
+                             "num_workers=0", "hydra.run.dir=run"], cwd=tmp_path, capture_output=True,
+                            timeout=300, env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr
+    # JSON holds them as Python's surrogateescape escapes: json.load, then os.fsencode, gives the bytes
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [os.fsencode(path) for path in metrics["skipped_images"]] == [unreadable]
+    index = json.loads(next(Path(os.environ["CNNBENCH_CACHE"]).glob("odd-names-*/index.json")).read_text())
+    assert renamed in [os.fsencode(path) for path in index["files"]]
+    assert [os.fsencode(path) for path in index["unreadable"]] == [unreadable]
+    # the console and run.log say them as their own bytes, as ls does to a pipe
+    assert b"skipping " + unreadable in result.stdout
+    assert b"skipping " + unreadable in (tmp_path / "run" / "run.log").read_bytes()
+
+
 def test_an_empty_class_folder_is_named(compose_config, image_root):
     (image_root / "owl").mkdir()
     (image_root / "owl" / "readme.md").write_text("owls to come")

@@ -79,7 +79,9 @@ def write_predictions(rows: list[dict[str, Any]], out: Path, ckpt: str) -> None:
     # file,class_1,probability_1,...: the header files.check_output knows as this tool's (files.CSV_HEADERS)
     header = ["file"] + [f"{column}_{rank}" for rank in range(1, k + 1)
                          for column in ("class", "probability")]
-    with open(out, "w", newline="", encoding="utf-8") as file:
+    # errors=surrogateescape: a file name that is not UTF-8 is written as its own bytes, so the CSV
+    # names the file exactly (read it back with the same errors= to get them again)
+    with open(out, "w", newline="", encoding="utf-8", errors="surrogateescape") as file:
         writer = csv.writer(file)
         writer.writerow(header)
         for row in rows:
