@@ -95,18 +95,21 @@ def craft_cifar_batch(root, change) -> None:
 # Batches a data folder of someone else's may hold (issue #23): each was a traceback, or worse, a
 # silent cast (pixels above 255 wrapped, labels of 1.5 cut to 1)
 @pytest.mark.parametrize("change, message", [
-    (lambda entry: entry.pop(b"labels"), "expected its b'labels' to be 100 integers, one per image, found nothing"),
-    (lambda entry: entry.update({b"labels": bytes(entry[b"labels"])}), "b'labels' to be 100 integers, one per "
-                                                                        "image, found bytes"),
+    (lambda entry: entry.pop(b"labels"),
+     "expected its b'labels' to be 100 integers, one per image, found nothing"),
+    (lambda entry: entry.update({b"labels": bytes(entry[b"labels"])}),
+     "b'labels' to be 100 integers, one per image, found bytes"),
     (lambda entry: entry.update({b"labels": [label + 0.5 for label in entry[b"labels"]]}),
      "found a list of 100 holding float"),
-    (lambda entry: entry.update({b"labels": entry[b"labels"][:50]}), "to be 100 integers, one per image, found 50"),
+    (lambda entry: entry.update({b"labels": entry[b"labels"][:50]}),
+     "to be 100 integers, one per image, found 50"),
     (lambda entry: entry.update({b"labels": [12] * 100}), "labels must be in 0..9, found 12..12"),
     (lambda entry: entry.update({b"data": entry[b"data"].astype(np.int64) * 1000}),
      "expected its b'data' to be N x 3072 pixels of uint8, found an array of int64 shaped (100, 3072)"),
-    (lambda entry: entry.update({b"data": entry[b"data"].reshape(100, 3, 1024)}), "found an array of uint8 shaped "
-                                                                                  "(100, 3, 1024)"),
-    (lambda entry: entry.update({b"data": entry[b"data"].tolist()}), "N x 3072 pixels of uint8, found a list of 100 holding list"),
+    (lambda entry: entry.update({b"data": entry[b"data"].reshape(100, 3, 1024)}),
+     "found an array of uint8 shaped (100, 3, 1024)"),
+    (lambda entry: entry.update({b"data": entry[b"data"].tolist()}),
+     "N x 3072 pixels of uint8, found a list of 100 holding list"),
 ])
 def test_a_crafted_cifar10_batch_is_named_in_one_line(compose_config, cifar_root, change, message):
     craft_cifar_batch(cifar_root, change)
@@ -126,13 +129,15 @@ def test_a_cifar10_batch_far_bigger_than_the_real_ones_is_not_unpickled(compose_
 def test_mnist_labels_out_of_range_are_named(compose_config, idx_root):
     labels = idx_root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz"
     write_idx(labels, torch.full((200,), 200, dtype=torch.uint8))
-    with pytest.raises(CnnbenchError, match=rf"^{labels}: labels must be in 0..9, found 200..200; replace the file$"):
+    with pytest.raises(CnnbenchError, match=rf"^{labels}: labels must be in 0..9, found 200..200; "
+                                            r"replace the file$"):
         load(compose_config, "data=mnist", f"data.root={idx_root}", "data.download=false")
 
 
 def test_a_crafted_cifar10_batch_ends_the_command_in_one_line(tmp_path, cifar_root):
     craft_cifar_batch(cifar_root, lambda entry: entry.pop(b"labels"))
-    result = run_cli("data=cifar10", f"data.root={cifar_root}", "data.download=false", "device=cpu", cwd=tmp_path)
+    result = run_cli("data=cifar10", f"data.root={cifar_root}", "data.download=false", "device=cpu",
+                     cwd=tmp_path)
     assert_one_line_error(result, "data_batch_2: expected its b'labels' to be 100 integers")
     assert result.returncode == 2
 

@@ -300,8 +300,9 @@ def test_non_finite_weights_are_never_saved_though_every_loss_was_finite(compose
         return trained
 
     monkeypatch.setattr(cnnbench.engine.train, "train_epoch", overflowing)
-    with pytest.raises(DivergedError, match=r"^the weights became NaN or infinite in epoch 2, with every loss "
-                                            r"read finite; checkpoints saved before it stay as they were; "):
+    with pytest.raises(DivergedError, match=r"^the weights became NaN or infinite in epoch 2, with every "
+                                            r"loss read finite; checkpoints saved before it stay as they "
+                                            r"were; "):
         train(fake_run(compose_config), tmp_path / "run")
     for name in ("last.pt", "best.pt"):
         saved = load_checkpoint(tmp_path / "run" / name)
@@ -423,8 +424,8 @@ def test_a_split_whose_images_are_all_unreadable_is_refused(compose_config, tmp_
     write_image_folder(tmp_path / "val", classes=("a", "b"), per_class=1, size=(8, 8))
     for image in (tmp_path / "val").rglob("*.png"):
         image.write_text("not a picture")
-    with pytest.raises(CnnbenchError, match=r"the validation split is empty: none of its 2 image\(s\) could be "
-                                            r"read \(data.bad_images=skip left them out\)"):
+    with pytest.raises(CnnbenchError, match=r"the validation split is empty: none of its 2 image\(s\) could "
+                                            r"be read \(data.bad_images=skip left them out\)"):
         check_and_load(compose_config, tmp_path, "data.bad_images=skip")
 
 
@@ -512,9 +513,11 @@ NO_MEMORY_HOLDS = str(10**7)
      ["data.image_size=[32] is not a size: give one integer (a square) or [height, width]"]),
     ([*MNIST, "data.resize=[96]"], ["data.resize=[96] is not a size"]),
     ([*MNIST, "data.resize=4"],
-     ["data.resize=4: lenet cannot take 4x4 images; the smallest it takes is 12x12: use data.resize=12 or more"]),
+     [("data.resize=4: lenet cannot take 4x4 images; the smallest it takes is 12x12: use data.resize=12 or "
+       "more")]),
     (["data=fake", "model=lenet_bn", "batch_size=1"],
-     ["batch_size=1: a training batch of 1 image is too few for lenet_bn's BatchNorm", "batches of 2 or more"]),
+     ["batch_size=1: a training batch of 1 image is too few for lenet_bn's BatchNorm",
+      "batches of 2 or more"]),
     (["data=fake", "data.num_train=1", "model=lenet_bn"],
      ["data.num_train=1: the training split holds 1 image: a training batch of 1 image is too few"]),
     (["seed=4294967296"], ["seed=4294967296 is out of range: must be an integer in [0, 4294967295]"]),
@@ -522,8 +525,9 @@ NO_MEMORY_HOLDS = str(10**7)
     (["optimizer=adam", "optimizer.betas=[0.9]"],
      ["optimizer.betas=[0.9] has 1 value(s): give two numbers, [beta1, beta2]"]),
     ([*IMAGES, "data.grayscale=true"],
-     ["data.mean=[0.485, 0.456, 0.406] (3 values) and data.std=[0.229, 0.224, 0.225] (3 values): greyscale "
-      "images (data.grayscale=true) have 1 channel(s): give one value per channel, e.g. data.mean=[0.485]"]),
+     [("data.mean=[0.485, 0.456, 0.406] (3 values) and data.std=[0.229, 0.224, 0.225] (3 values): "
+       "greyscale images (data.grayscale=true) have 1 channel(s): give one value per channel, e.g. "
+       "data.mean=[0.485]")]),
     ([*IMAGES, "data.mean=[0.5,0.5]"],
      ["data.mean=[0.5, 0.5] (2 values): colour images (data.grayscale=false) have 3 channel(s)"]),
     ([*IMAGES, f"data.image_size={NO_MEMORY_HOLDS}"],
@@ -543,21 +547,25 @@ def test_bad_command_lines_get_one_line_and_exit_2(tmp_path, tiny_data, argument
 @pytest.mark.parametrize("overrides, message", [
     # images too small for the model: the smallest size that works is found by trying it
     (["model=alexnet", "data.image_size=4"],
-     "data.image_size=4: alexnet cannot take 4x4 images; the smallest it takes is 7x7: use data.image_size=7 or more"),
+     ("data.image_size=4: alexnet cannot take 4x4 images; the smallest it takes is 7x7: use "
+      "data.image_size=7 or more")),
     (["model=nin", "data.image_size=8", "data.resize=[64,8]"],
-     "data.resize=[64, 8]: nin cannot take 64x8 images; the smallest it takes is 11x11: use data.resize=11 or more"),
-    (["model=small_cnn", "data.image_size=15"], "data.image_size=15: small_cnn cannot take 15x15 images; the "
-                                                "smallest it takes is 16x16"),
+     ("data.resize=[64, 8]: nin cannot take 64x8 images; the smallest it takes is 11x11: use data.resize=11 "
+      "or more")),
+    (["model=small_cnn", "data.image_size=15"],
+     "data.image_size=15: small_cnn cannot take 15x15 images; the smallest it takes is 16x16"),
     # BatchNorm given one image per training batch, by any key
     (["model=resnet18", "batch_size=1", "data.image_size=8"],
      "batch_size=1: a training batch of 1 image is too few for resnet18's BatchNorm"),
     (["model=lenet_bn", "model.norm=scratch", "data.train_limit=1"],
-     "data.train_limit=1: the training split holds 1 image: a training batch of 1 image is too few for lenet_bn's"),
+     ("data.train_limit=1: the training split holds 1 image: a training batch of 1 image is too few for "
+      "lenet_bn's")),
     (["model=lenet_bn", "debug=overfit", "data.num_val=1"],
      "overfit=true: it trains on the first validation batch, and that holds 1 image: a training batch of 1"),
     # options torch refuses
     (["optimizer=adam", "+optimizer.foo=1"],
-     "optimizer: Adam cannot be built from these options: Adam.__init__() got an unexpected keyword argument 'foo'"),
+     ("optimizer: Adam cannot be built from these options: Adam.__init__() got an unexpected keyword "
+      "argument 'foo'")),
     (["+scheduler.foo=1"], "scheduler: CosineAnnealingLR cannot be built from these options: "),
 ])
 def test_what_only_the_set_up_can_tell_is_one_line_too(compose_config, tmp_path, overrides, message):

@@ -30,8 +30,8 @@ def test_summary_follows_resize_and_channels(compose_config):
 
 
 def test_summary_of_images_too_small_for_the_model_names_the_smallest_size(compose_config):
-    with pytest.raises(CnnbenchError, match=r"^data.image_size=4: lenet cannot take 4x4 images; the smallest it "
-                                            r"takes is 12x12: use data.image_size=12 or more$"):
+    with pytest.raises(CnnbenchError, match=r"^data.image_size=4: lenet cannot take 4x4 images; the smallest "
+                                            r"it takes is 12x12: use data.image_size=12 or more$"):
         summarize(compose_config("model=lenet", "data=fake", "data.image_size=4"))
 
 

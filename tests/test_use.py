@@ -295,9 +295,10 @@ def test_predict_writes_file_names_that_are_not_utf8_as_their_bytes(trained, tmp
     except OSError:
         pytest.skip("this file system takes only UTF-8 file names")
     # PYTHONIOENCODING=utf-8: stdout as strict as in an en_US.UTF-8 locale (C.UTF-8 is lenient)
-    result = subprocess.run([sys.executable, "-m", "cnnbench.cli.predict", f"ckpt={trained.best}", "inputs=images",
-                             "out=preds.csv"], cwd=tmp_path, capture_output=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONIOENCODING": "utf-8"})
+    result = subprocess.run([sys.executable, "-m", "cnnbench.cli.predict", f"ckpt={trained.best}",
+                             "inputs=images", "out=preds.csv"], cwd=tmp_path, capture_output=True,
+                            timeout=120, env={**os.environ, "PYTHONPATH": str(REPO),
+                                              "PYTHONIOENCODING": "utf-8"})
     assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr
     assert all(b"images/" + name in result.stdout for name in names)  # the console: their own bytes
     with open(tmp_path / "preds.csv", newline="", encoding="utf-8", errors="surrogateescape") as file:

@@ -1,5 +1,6 @@
 """The checks every config passes before a run loads any data: required keys, ranges, booleans,
-choices, and the few rules between keys; each refusal names the key and what is allowed."""
+choices, a list or one value as each key takes, the few rules between keys, and what the data's
+shape rules out (a mean per channel, memory); each refusal names the key and what is allowed."""
 
 import math
 import numbers
@@ -94,9 +95,12 @@ _SIZES = ("data.image_size", "data.resize")
 _LIST_OR_NUMBER = ("model.hidden", "model.block_config")
 
 # Keys that name something (a device, a folder): a list or a number there is a mistake.
+_QUOTED = "a name that reads as a number goes in quotes"
 _TEXTS = {"device": "give one device: auto, cpu, cuda, cuda:N or mps",
-          "data.root": """give one folder (a name that reads as a number goes in quotes: 'data.root="2024"')""",
-          "data.cache_dir": """give one folder (a name that reads as a number goes in quotes: 'data.cache_dir="2024"')"""}
+          "data.root": f"""give one folder ({_QUOTED}: 'data.root="2024"')""",
+          "data.cache_dir": f"""give one folder ({_QUOTED}: 'data.cache_dir="2024"')"""}
+# ... and keys that list such names
+_TEXT_LISTS = {"data.search_dirs": "give a list of folders, e.g. data.search_dirs=[/srv/mnist]"}
 
 # keys that take true or false (a string 'yes' would be truthy and silently mean true)
 _BOOLEANS = ("channels_last", "compile", "sync_bn", "tta", "overfit", "keep_freed_memory", "deterministic",
@@ -178,7 +182,8 @@ def _check_list_or_one(key: str, value: Any, allowed: str) -> None:
         return
     if key in _SIZES:
         if isinstance(value, list) and len(value) != 2:
-            raise CnnbenchError(f"{key}={value} is not a size: give one integer (a square) or [height, width]")
+            raise CnnbenchError(f"{key}={value} is not a size: give one integer (a square) or "
+                                "[height, width]")
     elif key in _LISTS:
         length, what = _LISTS[key]
         if not isinstance(value, list):
@@ -214,6 +219,10 @@ def check_config(cfg: DictConfig) -> None:
         value = _literal(cfg, key)
         if value is not None and not isinstance(value, str):
             raise CnnbenchError(f"{key}={value!r} is not a name: {what}")
+    for key, what in _TEXT_LISTS.items():
+        value = _literal(cfg, key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(i, str) for i in value)):
+            raise CnnbenchError(f"{key}={value!r} is not a list of names: {what}")
     for key in _BOOLEANS:
         value = _literal(cfg, key)
         if value is not None and not isinstance(value, bool):
@@ -251,8 +260,8 @@ def _check_data_shape(cfg: DictConfig) -> None:
     number of channels, a non-square size for fake images, images or batches no memory here holds."""
     data = cfg.data
     if data.name == "fake" and isinstance(_literal(cfg, "data.image_size"), list):
-        raise CnnbenchError(f"data.image_size={_literal(cfg, 'data.image_size')}: fake images are square: give "
-                            "one integer (data.resize=[height, width] trains them at another shape)")
+        raise CnnbenchError(f"data.image_size={_literal(cfg, 'data.image_size')}: fake images are square: "
+                            "give one integer (data.resize=[height, width] trains them at another shape)")
     channels, height, width, _ = input_shape(data)
     wrong = {f"data.{key}": value for key in ("mean", "std")
              if isinstance(value := _literal(cfg, f"data.{key}"), list) and len(value) != channels}
@@ -269,28 +278,32 @@ def _check_data_shape(cfg: DictConfig) -> None:
     pixels = channels * height * width
     images = min(cfg.batch_size, training_images(data) or 1)  # an image folder: at least one image
     if images * pixels * 4 > total:  # a training batch as float32, however the images are stored
-        key = "data.resize" if data.get("resize") else "data.image_size" if "image_size" in data else "batch_size"
+        key = "data.resize" if data.get("resize") else \
+            "data.image_size" if "image_size" in data else "batch_size"
         what = "one image" if images == 1 else f"a batch of {images:,} images"
         raise CnnbenchError(f"{key}={_literal(cfg, key)}: {what} of {channels}x{height}x{width} needs "
-                            f"{_in_words(images * pixels * 4)} of memory as float32, more than this machine's "
-                            f"{_in_words(total)}: use a smaller {key}" + (" or batch_size" if images > 1 else ""))
+                            f"{_in_words(images * pixels * 4)} of memory as float32, more than this "
+                            f"machine's {_in_words(total)}: use a smaller {key}"
+                            + (" or batch_size" if images > 1 else ""))
     if data.name == "fake":
         # made at once: float32 noise and class patterns, then uint8 images (datasets.make_fake)
         parts = {"data.num_train": 9 * data.num_train * pixels, "data.num_val": 9 * data.num_val * pixels,
                  "data.num_classes": 4 * data.num_classes * pixels}
         if sum(parts.values()) > total:
             key = max(parts, key=parts.get)
-            raise CnnbenchError(f"{key}={_literal(cfg, key)}: {data.num_train:,} training and {data.num_val:,} "
-                                f"validation fake images of {channels}x{height}x{width} in {data.num_classes:,} "
-                                f"classes need {_in_words(sum(parts.values()))} of memory to make, more than this "
-                                f"machine's {_in_words(total)}: use fewer images or classes, or a smaller "
-                                "data.image_size")
+            needed = _in_words(sum(parts.values()))
+            raise CnnbenchError(f"{key}={_literal(cfg, key)}: {data.num_train:,} training and "
+                                f"{data.num_val:,} validation fake images of {channels}x{height}x{width} in "
+                                f"{data.num_classes:,} classes need {needed} of memory to make, more than "
+                                f"this machine's {_in_words(total)}: use fewer images or classes, or a "
+                                "smaller data.image_size")
 
 
 def _images(data: DictConfig) -> str:
     """The images a data config gives, in words, as their channels are concerned."""
     if data.name == "imagefolder":
-        return "greyscale images (data.grayscale=true)" if data.grayscale else "colour images (data.grayscale=false)"
+        return "greyscale images (data.grayscale=true)" if data.grayscale else \
+            "colour images (data.grayscale=false)"
     if data.name == "fake":
         return f"fake images with data.in_channels={data.in_channels}"
     return f"{data.name} images"

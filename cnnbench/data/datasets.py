@@ -170,8 +170,8 @@ def _read_cifar_batch(path: Path) -> Batch:
                             "replace the file")
     if not _integers(labels) or len(labels) != len(data):
         found = f"{len(labels)} labels" if _integers(labels) else _kind(labels)
-        raise CnnbenchError(f"{path}: expected its b'labels' to be {len(data)} integers, one per image, found "
-                            f"{found}; replace the file")
+        raise CnnbenchError(f"{path}: expected its b'labels' to be {len(data)} integers, one per image, "
+                            f"found {found}; replace the file")
     labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
     check_labels(labels, 10, path)
     return torch.from_numpy(data).view(-1, 3, 32, 32), labels

@@ -87,8 +87,8 @@ def check_image_size(model: nn.Module, cfg: DictConfig, channels: int, height: i
     if smallest is None:
         raise CnnbenchError(f"{setting(cfg, key)}: {name} cannot take {channels}x{height}x{width} images: "
                             f"{problem}")
-    raise CnnbenchError(f"{setting(cfg, key)}: {name} cannot take {height}x{width} images; the smallest it takes "
-                        f"is {smallest}x{smallest}: use {key}={smallest} or more")
+    raise CnnbenchError(f"{setting(cfg, key)}: {name} cannot take {height}x{width} images; the smallest it "
+                        f"takes is {smallest}x{smallest}: use {key}={smallest} or more")
 
 
 def check_model_input(model: nn.Module, cfg: DictConfig, data: Data, device: torch.device,
@@ -99,11 +99,13 @@ def check_model_input(model: nn.Module, cfg: DictConfig, data: Data, device: tor
     check_image_size(model, cfg, data.in_channels, height, width, device, build)
     if data.train.smallest_batch() > 1:
         return
-    with torch.random.fork_rng(devices=[]):  # the run's generators as they were: a model of its own
-        # to train on (the run's BatchNorm statistics stay untouched), its initial weights and dropout drawn
+    # A model of its own to train on (the run's BatchNorm statistics stay as they are), under a forked
+    # generator: its initial weights and dropout masks leave the run's random numbers as they were.
+    with torch.random.fork_rng(devices=[]):
         trained = build([height, width])
-        if not forward_fails(trained, torch.zeros(1, data.in_channels, height, width), training=True):
-            return
+        problem = forward_fails(trained, torch.zeros(1, data.in_channels, height, width), training=True)
+    if not problem:
+        return
     if cfg.batch_size == 1:
         given = "batch_size=1"
     elif cfg.overfit:
@@ -112,8 +114,11 @@ def check_model_input(model: nn.Module, cfg: DictConfig, data: Data, device: tor
         key = "data.train_limit" if cfg.data.get("train_limit") else \
             "data.num_train" if cfg.data.name == "fake" else "data.root"
         given = f"{setting(cfg, key)}: the training split holds 1 image"
-    raise CnnbenchError(f"{given}: a training batch of 1 image is too few for {model_name(cfg.model)}'s "
-                        "BatchNorm (it normalises by the batch's statistics); train on batches of 2 or more "
+    name = model_name(cfg.model)
+    # torch's BatchNorm and the scratch one in models/batchnorm.py both say "... value per channel ..."
+    why = (f"is too few for {name}'s BatchNorm (it normalises by the batch's statistics)"
+           if "per channel" in problem else f"is one {name} cannot train on ({problem})")
+    raise CnnbenchError(f"{given}: a training batch of 1 image {why}; train on batches of 2 or more "
                         "(batch_size, more images), or a model without BatchNorm")
 
 
