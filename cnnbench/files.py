@@ -67,8 +67,8 @@ def write_whole(path: Path, write: Callable[[BinaryIO], object]) -> None:
 
 
 def write_text_whole(path: Path, text: str) -> None:
-    """write_whole for text (UTF-8)."""
-    write_whole(path, lambda file: file.write(text.encode()))
+    """write_whole for text (UTF-8; a file name that is not UTF-8 is written as its own bytes)."""
+    write_whole(path, lambda file: file.write(text.encode("utf-8", "surrogateescape")))
 
 
 def read_plain(path: Path, limit: int = SMALL_FILE_LIMIT, head: bool = False) -> bytes:
@@ -189,7 +189,7 @@ def written_by(path: Path) -> str | None:
                 return archive.read(name).decode() if name else None
         if path.suffix == ".png":
             return png_text(read_plain(path, limit=2**16, head=True)).get("Software")
-        text = read_plain(path).decode("utf-8")
+        text = read_plain(path).decode("utf-8", errors="surrogateescape")  # file names as their bytes
         if path.suffix == ".csv":
             first = text.partition("\n")[0]
             return next((tool for header, tool in CSV_HEADERS.items() if first.startswith(header)), None)

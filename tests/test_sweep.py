@@ -66,6 +66,20 @@ def test_run_folder_names_say_what_the_run_is():
     assert "/" not in run_folder("lenet", "imagefolder", "data.image_size=64_x=a/b", 0)
     long_a, long_b = (run_folder("lenet", "fake", f"{'x' * 300}{end}", 0) for end in "ab")
     assert len(long_a) <= 200 and long_a != long_b  # cut, and still distinct
+    # file systems count bytes: 150 characters of 2 bytes each fit 200 characters, not 255 bytes
+    wide_a, wide_b = (run_folder("lenet", "fake", f"+data.note={'é' * 150}{end}", 0) for end in "ab")
+    assert len(wide_a.encode()) <= 255 and wide_a != wide_b and wide_a.startswith("lenet_fake_+data.note=éé")
+    assert len(run_folder("lenet", "fake", "x" + "é" * 200, 0).encode()) <= 255  # no character cut in two
+    assert run_folder("lenet", "fake", "é" * 100, 0) == f"lenet_fake_{'é' * 100}_seed=0"  # fits: as it was
+
+
+def test_a_sweep_whose_folder_names_are_long_in_bytes_runs(tmp_path):
+    # a value of multi-byte characters: the run folder's name stopped the sweep with ENAMETOOLONG
+    note = "é" * 150
+    result = sweep("model=mlp", *SMALL, "epochs=1", f'+data.note="{note}"', cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = [path for path in (tmp_path / SWEEP_DIR).iterdir() if path.is_dir()]
+    assert (run_dir / "metrics.json").exists() and run_dir.name.startswith("mlp_fake_+data.note=")
 
 
 def test_the_run_folder_decides_skip_resume_or_fresh(tmp_path):

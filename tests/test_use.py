@@ -290,6 +290,32 @@ def test_predict_command_names_the_corrupt_file_and_writes_csv(trained, tmp_path
     assert only_corrupt.returncode == 2 and "none of the 1 input file(s)" in only_corrupt.stderr
 
 
+def test_predict_writes_file_names_that_are_not_utf8_as_their_bytes(trained, tmp_path):
+    images, names = tmp_path / "images", [b"caf\xe9.png", b"\xff\xfe.png"]
+    images.mkdir()
+    try:
+        for name in names:
+            Image.new("L", (28, 28), 128).save(os.fsdecode(os.fsencode(images) + b"/" + name), "PNG")
+    except OSError:
+        pytest.skip("this file system takes only UTF-8 file names")
+    # PYTHONIOENCODING=utf-8: stdout as strict as in an en_US.UTF-8 locale (C.UTF-8 is lenient)
+    result = subprocess.run([sys.executable, "-m", "cnnbench.cli.predict", f"ckpt={trained.best}",
+                             "inputs=images", "out=preds.csv"], cwd=tmp_path, capture_output=True,
+                            timeout=120, env={**os.environ, "PYTHONPATH": str(REPO),
+                                              "PYTHONIOENCODING": "utf-8"})
+    assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr
+    assert all(b"images/" + name in result.stdout for name in names)  # the console: their own bytes
+    with open(tmp_path / "preds.csv", newline="", encoding="utf-8", errors="surrogateescape") as file:
+        written = [os.fsencode(row["file"]) for row in csv.DictReader(file)]
+    assert sorted(written) == sorted(b"images/" + name for name in names)  # the CSV: the same bytes
+    check_output(tmp_path / "preds.csv", "cnnbench-predict")  # still known as predict's own, to replace
+    rows, _ = predict(trained.best, find_images(str(images)))
+    write_predictions(rows, tmp_path / "preds.json", str(trained.best))
+    saved = json.loads((tmp_path / "preds.json").read_text())  # JSON: surrogateescape's escapes
+    assert sorted(os.fsencode(row["file"]) for row in saved["predictions"]) == \
+        sorted(os.fsencode(images) + b"/" + name for name in names)
+
+
 def test_predict_sees_images_as_training_did(trained, tmp_path):
     # Validation images saved as PNGs must get the model's own probabilities on the in-memory batch.
     checkpoint = load_checkpoint(trained.best)

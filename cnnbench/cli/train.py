@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from cnnbench.cli.arguments import CommandLine, missing_plugin, resume_arguments, torchrun_arguments
-from cnnbench.cli.common import console_command, fail, hydra_command_line, os_error
+from cnnbench.cli.common import console_command, fail, hydra_command_line, lossless_log_files, os_error
 from cnnbench.config.checks import check_config
 from cnnbench.engine.run_folder import find_resume_checkpoint, refuse_existing_run
 from cnnbench.errors import CnnbenchError, Interrupted, SweepFailed
@@ -29,6 +29,7 @@ from cnnbench.sweep.folders import RUN_FOLDER_FILES
 
 @hydra.main(version_base="1.3", config_path="pkg://cnnbench.conf", config_name="config")
 def _run(cfg: DictConfig) -> float | None:
+    lossless_log_files()  # Hydra has just opened this job's run.log
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     if hydra_cfg.mode == RunMode.MULTIRUN:

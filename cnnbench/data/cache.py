@@ -74,7 +74,7 @@ def cache_key(root: Path, files: Sequence[str], mode: str, size: tuple[int, int]
     digest = hashlib.sha256(json.dumps([DECODER, mode, list(size)]).encode())
     for path in files:
         stat = os.stat(path)
-        digest.update(f"\0{os.path.relpath(path, root)}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+        digest.update(os.fsencode(f"\0{os.path.relpath(path, root)}\0{stat.st_size}\0{stat.st_mtime_ns}"))
     return digest.hexdigest()[:24]
 
 

@@ -16,6 +16,7 @@ from cnnbench.config.keys import model_name
 from cnnbench.config.trust import check_plain
 from cnnbench.data import OneBatch, build_data
 from cnnbench.engine.ema import WeightAverage
+from cnnbench.engine.model_input import check_model_input
 from cnnbench.engine.state import Run
 from cnnbench.errors import CnnbenchError
 from cnnbench.models.registry import registered_builder
@@ -26,6 +27,7 @@ from cnnbench.runtime.device import (
     deterministic_algorithms,
     seed_everything,
     select_device,
+    unwrap,
 )
 
 
@@ -47,8 +49,13 @@ def build_model(model_cfg: DictConfig | dict[str, Any], source: str | None = Non
         return builder(**options, **shape)
     except (InstantiationException, TypeError) as error:
         # e.g. an option the builder does not take (+model.depth=3)
-        cause = error.__cause__ or error if isinstance(error, InstantiationException) else error
-        raise CnnbenchError(f"model: {name} cannot be built: {str(cause).splitlines()[0]}") from None
+        raise CnnbenchError(f"model: {name} cannot be built: {why_not_built(error)}") from None
+
+
+def why_not_built(error: Exception) -> str:
+    """The first line of what stopped Hydra's instantiate (it wraps the builder's own error)."""
+    cause = error.__cause__ or error if isinstance(error, InstantiationException) else error
+    return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
 
 
 def registered_model(model_cfg: Any, source: str) -> tuple[Any, dict[str, Any]]:
@@ -70,16 +77,27 @@ def registered_model(model_cfg: Any, source: str) -> tuple[Any, dict[str, Any]]:
 
 def build_optimizer(cfg: DictConfig, model: nn.Module):
     """The optimizer and per-step scheduler the config names, with optional linear warmup."""
-    # _convert_="all": plain lists in the optimizer's state, so checkpoints stay plain data.
-    optimizer = instantiate(cfg.optimizer, _convert_="all")(model.parameters())
+    optimizer = built("optimizer", cfg.optimizer, model.parameters())
     warmup_steps = round(cfg.warmup_epochs * cfg.steps_per_epoch)
     if warmup_steps == 0:
-        return optimizer, instantiate(cfg.scheduler, _convert_="all")(optimizer)
+        return optimizer, built("scheduler", cfg.scheduler, optimizer)
     warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / warmup_steps,
                                                total_iters=warmup_steps)
-    main = instantiate(cfg.scheduler, _convert_="all")(optimizer)
+    main = built("scheduler", cfg.scheduler, optimizer)
     return optimizer, torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, main],
                                                             milestones=[warmup_steps])
+
+
+def built(group: str, group_cfg: DictConfig, *arguments: Any) -> Any:
+    """The optimizer or scheduler `group_cfg` names (a partial), called with `arguments`; one line
+    naming the group when torch refuses its options (+optimizer.foo=1, a dampening with Nesterov)."""
+    try:
+        # _convert_="all": plain lists in the optimizer's state, so checkpoints stay plain data.
+        return instantiate(group_cfg, _convert_="all")(*arguments)
+    except (InstantiationException, TypeError, ValueError) as error:
+        target = str(group_cfg.get("_target_", "?")).rsplit(".", 1)[-1]
+        raise CnnbenchError(f"{group}: {target} cannot be built from these options: {why_not_built(error)}") \
+            from None
 
 
 def build_run(cfg: DictConfig) -> Run:
@@ -117,6 +135,8 @@ def build_run(cfg: DictConfig) -> Run:
         # Debugging: learn one fixed batch (the first validation batch, so no augmentation) and
         # validate on it; a model and loop that work drive its loss to about zero.
         data.train = data.val = OneBatch(next(iter(data.val)))
+    check_model_input(unwrap(model), cfg, data, device, lambda size: build_model(
+        cfg.model, num_classes=data.num_classes, in_channels=data.in_channels, image_size=size))
     # the scheduler configs count in these steps
     cfg = run_config(cfg, steps_per_epoch=min(len(data.train), cfg.limit_batches or len(data.train)))
     optimizer, scheduler = build_optimizer(cfg, model)

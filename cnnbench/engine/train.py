@@ -28,7 +28,7 @@ from cnnbench.engine.checkpoint import (
     save_checkpoint,
     write_json,
 )
-from cnnbench.engine.faults import LossWatch, StopSignals
+from cnnbench.engine.faults import LossWatch, StopSignals, check_weights
 from cnnbench.engine.metrics import hparams, minor_page_faults, summarise
 from cnnbench.engine.resume import continued_config, refuse_changes
 from cnnbench.engine.run_folder import find_resume_checkpoint
@@ -98,10 +98,16 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
         data.train.set_epoch(0)
         board.training_batch(*next(iter(data.train)))
 
-    def save_last() -> None:
+    def save(name: str) -> None:
+        # A finite loss does not make finite weights (a step can overflow them): never save those.
+        # Every process checks (their weights are the same), so that all stop together.
+        check_weights(model, state.epoch, state.step)
         if main:
             still_ours()
-            save_checkpoint(checkpoint_state(run, state), run_dir / "last.pt")
+            save_checkpoint(checkpoint_state(run, state), run_dir / name)
+
+    def save_last() -> None:
+        save("last.pt")
 
     confusion: list[list[int]] = []
     with StopSignals() as signals:
@@ -129,9 +135,8 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
             log.info("epoch %d/%d  train loss %.4f acc %.4f  %s  %.0f img/s  %.1f s", epoch + 1, cfg.epochs,
                      record["train_loss"], record["train_acc"], validation_words(record), record["images_per_sec"],
                      record["epoch_time_s"])
-            if state.record_best(record, cfg.ema.best_by if run.ema else "live") and main:
-                still_ours()
-                save_checkpoint(checkpoint_state(run, state), run_dir / "best.pt")
+            if state.record_best(record, cfg.ema.best_by if run.ema else "live"):
+                save("best.pt")
             save_last()
             if main:  # (save_last has just checked the claim)
                 write_json(summarise(cfg, state, parameter_count, device, data, None, finished=False),

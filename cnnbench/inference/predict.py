@@ -87,7 +87,9 @@ def write_predictions(rows: list[dict[str, Any]], out: Path, ckpt: str) -> None:
     for row in rows:
         writer.writerow([row["file"]] + [value for guess in row["top"]
                                          for value in (guess["class"], f"{guess['probability']:.6f}")])
-    write_text_whole(out, text.getvalue())  # whole, never through a link planted at out
+    # whole, never through a link planted at out; a file name that is not UTF-8 is written as its own
+    # bytes (surrogateescape: read it back with the same errors= to get them again)
+    write_text_whole(out, text.getvalue())
 
 
 def open_image(path: str | Path, in_channels: int) -> Image.Image:

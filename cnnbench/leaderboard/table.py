@@ -167,7 +167,7 @@ def _count_macs(config: dict[str, Any], source: Path) -> int:
     import torch
     from omegaconf import OmegaConf
 
-    from cnnbench.data.shapes import input_shape
+    from cnnbench.config.shapes import input_shape
     from cnnbench.engine.build import build_model
     from cnnbench.models.cost import macs
 
