@@ -168,7 +168,8 @@ def removed_on_exit(path: Path) -> Iterator[Path]:
 # leaderboard's markdown by the sentence under its heading; PNG pictures by a tEXt chunk
 # "Software"; ONNX files by their metadata; TorchScript archives by an extra file.
 CSV_HEADERS = {"file,class_1,probability_1": "cnnbench-predict",
-               "model,data,config,seeds,best_val_acc_mean": "cnnbench-report"}  # leaderboard/table.py COLUMNS
+               # leaderboard/table.py COLUMNS, of this release and of 0.1 (no protocol column)
+               "model,data,config,seeds,": "cnnbench-report"}
 # The sentence under the heading of every leaderboard.md (leaderboard/table.py writes it from here)
 LEADERBOARD_SIGN = "One row per configuration (runs that differ only by seed)"
 MARKDOWN_SIGNS = {LEADERBOARD_SIGN: "cnnbench-report"}

@@ -18,7 +18,9 @@ def _steps(epochs: float, *, _root_: DictConfig) -> int:
 
 def _decay_steps(*, _root_: DictConfig) -> int:
     # The steps a scheduler runs after warmup, so that e.g. cosine reaches eta_min at the end.
-    return max(1, round((_root_.epochs - _root_.warmup_epochs) * _root_.steps_per_epoch))
+    # the run's steps less the warmup's as build_optimizer counts them (rounding the difference
+    # instead could leave one step fewer than the run takes: one-cycle then stops the run)
+    return max(1, _root_.epochs * _root_.steps_per_epoch - round(_root_.warmup_epochs * _root_.steps_per_epoch))
 
 
 def _threads_per_job(jobs: int) -> int:

@@ -79,11 +79,19 @@ def build_optimizer(cfg: DictConfig, model: nn.Module):
     """The optimizer and per-step scheduler the config names, with optional linear warmup."""
     optimizer = built("optimizer", cfg.optimizer, model.parameters())
     warmup_steps = round(cfg.warmup_epochs * cfg.steps_per_epoch)
-    if warmup_steps == 0:
-        return optimizer, built("scheduler", cfg.scheduler, optimizer)
-    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / warmup_steps,
-                                               total_iters=warmup_steps)
-    main = built("scheduler", cfg.scheduler, optimizer)
+    main = built("scheduler", cfg.scheduler, optimizer) if warmup_steps == 0 else None
+    if warmup_steps:
+        warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / warmup_steps,
+                                                   total_iters=warmup_steps)
+        main = built("scheduler", cfg.scheduler, optimizer)
+    # one-cycle raises at the step past its total: say so now, not in the middle of the run
+    steps_after_warmup = cfg.epochs * cfg.steps_per_epoch - warmup_steps
+    total = getattr(main, "total_steps", None)
+    if isinstance(total, int) and total < steps_after_warmup:
+        raise CnnbenchError(f"scheduler.total_steps={total} is fewer than the {steps_after_warmup:,} optimizer "
+                            "steps this run takes after its warmup: leave it at ${decay_steps:}, or give more")
+    if not warmup_steps:
+        return optimizer, main
     return optimizer, torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, main],
                                                             milestones=[warmup_steps])
 
