@@ -25,9 +25,10 @@ def test_two_process_gloo_run_shares_one_folder_and_one_result(tmp_path, idx_roo
     reported = dict(re.findall(r"rank (\d): best val acc ([0-9.]+)", result.stdout))
     assert set(reported) == {"0", "1"}
     assert float(reported["0"]) == float(reported["1"]) == pytest.approx(metrics["best_val_acc"], abs=1e-6)
-    # Each rank trained on its own half of the 600 images: 300 each, 9 full batches of 32.
+    # Each rank trained on its own half of the 540 images left after the 60 held out for
+    # validation: 270 each, 8 full batches of 32.
     history = metrics["history"]
-    assert [record["train_images"] for record in history] == [2 * 9 * 32] * 2
+    assert [record["train_images"] for record in history] == [2 * 8 * 32] * 2
     assert metrics["status"] == "finished" and metrics["best_val_acc"] > 0.3
 
 
@@ -44,7 +45,9 @@ def torchrun(*arguments: str, cwd, module: str = "cnnbench") -> subprocess.Compl
 def test_uneven_and_empty_validation_shards_count_every_image_once(tmp_path, num_val):
     # 129 images: rank 0 gets 65 (two batches), rank 1 64 (one), and they compare notes every step
     # (log_every=1); 1 image: rank 1's shard is empty. Gloo aborted on both; NCCL would hang.
-    result = torchrun(*TINY, f"data.num_val={num_val}", "log_every=1", "hydra.run.dir=run", cwd=tmp_path)
+    # The test split, scored once at the end, is sharded the same way.
+    result = torchrun(*TINY, f"data.num_val={num_val}", f"data.num_test={num_val}", "log_every=1",
+                      "hydra.run.dir=run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     reported = dict(re.findall(r"rank (\d): best val acc ([0-9.]+)", result.stdout))
@@ -52,8 +55,10 @@ def test_uneven_and_empty_validation_shards_count_every_image_once(tmp_path, num
     # one process scoring the same weights on all the images, each once, finds the same accuracy
     from cnnbench.inference.evaluate import evaluate_checkpoint
 
-    single = evaluate_checkpoint(tmp_path / "run" / "best.pt", ["device=cpu"])
+    single = evaluate_checkpoint(tmp_path / "run" / "best.pt", ["device=cpu"], split="val")
     assert single["images"] == num_val and single["accuracy"] == pytest.approx(metrics["best_val_acc"])
+    tested = evaluate_checkpoint(tmp_path / "run" / "best.pt", ["device=cpu"])
+    assert tested["images"] == num_val and tested["accuracy"] == pytest.approx(metrics["test_acc"])
 
 
 SCRIPT = """
@@ -129,6 +134,22 @@ def test_a_mid_epoch_checkpoint_resumes_on_another_number_of_processes_counting_
                                                               6 * 32 * after]
 
 
+def test_a_mid_epoch_checkpoint_refuses_a_process_count_that_changes_the_epoch_length(tmp_path):
+    from test_cli import assert_one_line_error
+    from test_faults import INJECT
+
+    # without limit_batches: 8 steps an epoch for each of 2 processes, 16 for one
+    whole = [argument for argument in MID_EPOCH if not argument.startswith("limit_batches=")]
+    stopped = subprocess.run([*TORCHRUN, str(INJECT), "term", "train-batch:3", *whole, "hydra.run.dir=run"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert "SIGTERM: stopped at epoch 1, step 3 of 8" in stopped.stderr, stopped.stderr[-3000:]
+    resumed = subprocess.run([sys.executable, "-m", "cnnbench", f"resume={tmp_path / 'run'}"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=600)
+    assert_one_line_error(resumed, "saved 3 steps into an epoch of 8 steps; this run has 16 steps per epoch",
+                          "resume it on as many processes as saved it")
+    assert resumed.returncode == 2
+
+
 def test_unreadable_images_skipped_under_torchrun(tmp_path):
     from conftest import write_image_folder
 
@@ -153,6 +174,6 @@ def test_the_weight_average_is_the_same_on_every_process(tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     from cnnbench.inference.evaluate import evaluate_checkpoint
 
-    single = evaluate_checkpoint(tmp_path / "run" / "best.pt", ["device=cpu"])  # rank 0's average
+    single = evaluate_checkpoint(tmp_path / "run" / "best.pt", ["device=cpu"], split="val")  # rank 0's average
     best = next(r for r in metrics["history"] if r["epoch"] == metrics["best_epoch"])
     assert single["weights"] == "ema" and single["accuracy"] == pytest.approx(best["val_acc_ema"])

@@ -142,18 +142,19 @@ def test_mlp_vs_cnn_compares_equal_parameter_counts(compose_config):
 @pytest.mark.slow
 def test_mlp_vs_cnn_is_a_sweep_that_ends_in_its_own_leaderboard(data_root, tmp_path):
     # no -m: the preset itself is a sweep; one seed here instead of three (4 runs, not 12)
-    result = run_cli("experiment=mlp_vs_cnn", f"data.root={data_root}", "data.download=false", "data.val_split=0.1",
-                     "limit_batches=2", "hydra.sweeper.params.seed=0", cwd=tmp_path)
+    result = run_cli("experiment=mlp_vs_cnn", f"data.root={data_root}", "data.download=false",
+                     "data.val_split=0.1", "limit_batches=2", "hydra.sweeper.params.seed=0", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     folder = tmp_path / "outputs" / "multirun" / "mlp_vs_cnn"
     names = sorted(path.name for path in folder.iterdir() if path.is_dir() and path.name != ".hydra")
-    # (the sweeper writes the booleans it swept over as Python does)
-    assert names == [f"{model}_mnist_data.permute_pixels={permuted}_experiment=mlp_vs_cnn_limit_batches=2_seed=0"
-                     for model in ("small_cnn", "small_mlp") for permuted in ("False", "True")]
+    # (the sweeper writes the booleans it swept over as Python does; the tiny MNIST's 64 images
+    # need a smaller validation split than the default's 5000)
+    assert names == [f"{model}_mnist_data.permute_pixels={permuted}_data.val_split=0.1_experiment=mlp_vs_cnn_"
+                     "limit_batches=2_seed=0" for model in ("small_cnn", "small_mlp") for permuted in ("False", "True")]
     with open(folder / "leaderboard.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert sorted((row["model"], row["config"]) for row in rows) == sorted(
-        (model, f"data.permute_pixels={permuted} experiment=mlp_vs_cnn limit_batches=2")
+        (model, f"data.permute_pixels={permuted} data.val_split=0.1 experiment=mlp_vs_cnn limit_batches=2")
         for model in ("small_cnn", "small_mlp") for permuted in ("False", "True"))
     assert {row["parameters"] for row in rows} == {"6422", "6442"}
 

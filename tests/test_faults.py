@@ -153,14 +153,6 @@ def test_a_mid_epoch_resume_on_another_number_of_processes_counts_each_saved_ima
     assert sums.seconds() >= 1.5
 
 
-@pytest.mark.slow
-def test_mid_epoch_checkpoint_refuses_a_different_epoch_length(tmp_path):
-    inject("kill", "train-batch:22", *RUN, "checkpoint.every_n_steps=4", "hydra.run.dir=run", cwd=tmp_path)
-    result = run_cli(f"resume={tmp_path / 'run'}", "batch_size=64", cwd=tmp_path)
-    assert_one_line_error(result, "saved 4 steps into an epoch of 16 steps", "8 steps per epoch",
-                          "batch_size")
-
-
 # ---------------------------------------------------------------- 3: SIGINT and SIGTERM
 
 @pytest.mark.slow

@@ -41,16 +41,24 @@ def test_lenet_learns_real_mnist(compose_config, tmp_path):
 @pytest.mark.slow
 def test_real_cifar10_loads_exactly_despite_its_md5s(compose_config):
     require_data(SHARED_DATA / "cifar-10-batches-py" / "data_batch_1", GET_SHARED_DATA)
-    cfg = compose_config("data=cifar10", f"data.root={SHARED_DATA}", "data.download=false")
+    # data.val_split=0: the training batches whole, as they are on disk
+    cfg = compose_config("data=cifar10", f"data.root={SHARED_DATA}", "data.download=false", "data.val_split=0")
     data = build_data(cfg.data, batch_size=256, seed=0, device=torch.device("cpu"))
     # sha256 of the decoded arrays in torchvision's NHWC layout, from ../shared/data/SOURCES.md
     expected = {"train": "47af8b02cfcfb6cdf3dbbd1969ad7f1b70f4413f6f80f437b020ee4e5bc8304a",
-                "val": "f9b1e2130bab680db56eb06d886f7f1ad0f1183907ceff4659d1735c890f5b04"}
-    for split, loader in (("train", data.train), ("val", data.val)):
+                "test": "f9b1e2130bab680db56eb06d886f7f1ad0f1183907ceff4659d1735c890f5b04"}
+    for split, loader in (("train", data.train), ("test", data.test)):
         pixels = loader.images.permute(0, 2, 3, 1).contiguous().numpy().tobytes()
         assert hashlib.sha256(pixels).hexdigest() == expected[split]
     assert data.train.labels.bincount().tolist() == [5000] * 10
-    assert data.val.labels.bincount().tolist() == [1000] * 10
+    assert data.test.labels.bincount().tolist() == [1000] * 10
+    # the default: 5,000 of the training images held out for validation, 500 of each class
+    held = build_data(compose_config("data=cifar10", f"data.root={SHARED_DATA}", "data.download=false").data,
+                      batch_size=256, seed=0, device=torch.device("cpu"))
+    assert held.train.labels.bincount().tolist() == [4500] * 10
+    assert held.val.labels.bincount().tolist() == [500] * 10
+    assert hashlib.sha256(held.test.images.permute(0, 2, 3, 1).contiguous().numpy().tobytes()).hexdigest() \
+        == expected["test"]
 
 
 # ---------------------------------------------------------------- when the data is not there

@@ -101,10 +101,12 @@ def resume(checkpoint: dict[str, Any], path: Path, run: Run) -> RunState:
     changes = config_changes(checkpoint["config"], run.config, keys=lambda key: key != "resume")
     saved_steps, steps = checkpoint["config"].get("steps_per_epoch"), run.config.steps_per_epoch
     if state.step and saved_steps != steps:
-        # the same step number would be another place in the data
+        # the same step number would be another place in the data. The batch size and the data
+        # cannot change on resume (engine/resume.py): another number of processes is what is left.
         raise CnnbenchError(f"{path} was saved {state.step} steps into an epoch of {saved_steps} steps; this "
-                            f"config has {steps} steps per epoch: resume with the run's own "
-                            "batch_size and limit_batches")
+                            f"run has {steps} steps per epoch, as its processes share the data out: resume "
+                            "it on as many processes as saved it (a checkpoint from an epoch's end resumes "
+                            "on any number)")
     try:
         unwrap(run.model).load_state_dict(checkpoint["model"])
         if shapes_schedule(changes):  # rebuilt for the new length or settings, at the step reached
