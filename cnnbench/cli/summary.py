@@ -47,7 +47,9 @@ def layer_table(model: nn.Module, images: torch.Tensor) -> list[tuple[str, str, 
 def summarize(cfg: DictConfig) -> str:
     """The printed summary of cfg.model on one image of cfg.data's shape."""
     channels, height, width, classes = input_shape(cfg.data)
-    model = build_model(cfg.model, num_classes=classes, in_channels=channels, image_size=[height, width])
+    # shapes only: pretrained weights (model.weights) would change no number here, nor need fetching
+    model = build_model(cfg.model, load_weights=False, num_classes=classes, in_channels=channels,
+                        image_size=[height, width])
     images = torch.zeros(1, channels, height, width)
     rows = layer_table(model, images)
     per_image = macs(model, images)
