@@ -3,7 +3,9 @@
     python tests/fault_injection.py FAULT AT [cnnbench arguments ...]
 
 FAULT  kill: SIGKILL (nothing can catch it), term: SIGTERM, int: SIGINT, int-twice: two SIGINTs,
-       error: a RuntimeError raised there (a crash inside the run: out of memory, a bug)
+       error: a RuntimeError raised there (a crash inside the run: out of memory, a bug),
+       take-claim: another host's process takes the run folder's claim over (hydra.run.dir=), as
+       where locks do not cross hosts and this process looked stale to it
 AT     train-batch:N  when the N-th training batch is handed out (counted from the start of this
                       process, the batch shown in TensorBoard before epoch 1 included)
        val-batch:N    when the N-th validation batch is handed out
@@ -18,12 +20,14 @@ Tests that train in their own process use `faults_at(FAULT, AT)` as a context ma
 
 import contextlib
 import functools
+import json
 import os
 import signal
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 from cnnbench import files
 from cnnbench.cli import train as run
@@ -31,7 +35,16 @@ from cnnbench.data.loader import EpochDataLoader
 from cnnbench.data.memory import MemoryLoader
 
 SIGNALS = {"kill": [signal.SIGKILL], "term": [signal.SIGTERM], "int": [signal.SIGINT],
-           "int-twice": [signal.SIGINT, signal.SIGINT], "error": []}
+           "int-twice": [signal.SIGINT, signal.SIGINT], "error": [], "take-claim": []}
+# Whose claim take-claim leaves in the run folder.
+TAKER = {"host": "elsewhere", "pid": 4242, "token": "theirs"}
+
+
+def take_claim(run_dir: Path) -> None:
+    """Replace the run folder's claim with another host's, as its takeover does (a new file)."""
+    new = run_dir / ".claim.taking-over"
+    new.write_text(json.dumps({**TAKER, "started": time.time()}))
+    os.replace(new, run_dir / ".claim")
 
 
 class InjectedFailure(RuntimeError):
@@ -39,8 +52,9 @@ class InjectedFailure(RuntimeError):
 
 
 @contextlib.contextmanager
-def faults_at(fault: str, at: str) -> Iterator[None]:
-    """Inject `fault` at point `at` (see the module docstring) into cnnbench in this process."""
+def faults_at(fault: str, at: str, run_dir: Path | None = None) -> Iterator[None]:
+    """Inject `fault` at point `at` (see the module docstring) into cnnbench in this process (the
+    run folder `run_dir`: for take-claim)."""
     place, _, count = at.rpartition(":")
     count = int(count)
     seen: Counter[str] = Counter()
@@ -48,6 +62,9 @@ def faults_at(fault: str, at: str) -> Iterator[None]:
     def strike() -> None:
         if fault == "error":
             raise InjectedFailure(f"injected failure at {at}")
+        if fault == "take-claim":
+            take_claim(run_dir)
+            return
         first, *more = SIGNALS[fault]
         handler = signal.getsignal(first)
         os.kill(os.getpid(), first)
@@ -101,7 +118,9 @@ def main() -> None:
     if fault not in SIGNALS:
         sys.exit(f"unknown fault {fault!r}: use one of {', '.join(SIGNALS)}")
     sys.argv = ["cnnbench", *arguments]
-    with faults_at(fault, at):
+    run_dir = next((Path(argument.split("=", 1)[1]) for argument in arguments
+                    if argument.startswith("hydra.run.dir=")), None)
+    with faults_at(fault, at, run_dir):
         run.main()
 
 

@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 from test_cli import assert_one_line_error
 from test_configs import run_cli
-from test_faults import inject
+from test_faults import RUN, inject
 
 from cnnbench.cli import report
+from cnnbench.engine.checkpoint import load_checkpoint
 from cnnbench.engine.train import train
-from cnnbench.sweep.claims import CLAIM_FILE, HOST, STALE_AFTER_S, Claimed, claim, read_holder
+from cnnbench.sweep.claims import CLAIM_FILE, HOST, STALE_AFTER_S, Claimed, ClaimLost, claim, read_holder
 
 # A process that claims the folder given, says what it found, and holds the claim until its stdin
 # has a line (or closes): a worker in the middle of a run, as far as other processes can tell.
@@ -28,8 +29,8 @@ import sys
 from pathlib import Path
 from cnnbench.sweep.claims import Claimed, claim
 try:
-    with claim(Path(sys.argv[1])) as stale:
-        print("claimed", "over " + stale.where if stale else "free", flush=True)
+    with claim(Path(sys.argv[1])) as ours:
+        print("claimed", "over " + ours.stale.where if ours.stale else "free", flush=True)
         sys.stdin.readline()
 except Claimed as busy:
     print("refused", busy.where, flush=True)
@@ -94,10 +95,113 @@ def test_a_claim_from_another_host_counts_while_its_heartbeat_is_young(tmp_path)
     silent = time.time() - STALE_AFTER_S - 60
     os.utime(tmp_path / CLAIM_FILE, (silent, silent))  # node7 died: no heartbeat since
     assert not read_holder(tmp_path).is_live()
-    with claim(tmp_path) as stale:
-        assert stale.where == "node7:4242" and "which is gone" in stale.gone()
+    with claim(tmp_path) as ours:
+        assert ours.stale.where == "node7:4242" and "which is gone" in ours.stale.gone()
         assert read_holder(tmp_path).where == f"{HOST}:{os.getpid()}"
     assert not (tmp_path / CLAIM_FILE).exists()
+
+
+# Two hosts where locks do not cross machines (issue #23): a claimer whose host name is argv[2] and
+# whose flock locks nothing and turns nobody away. "At once": each waits, before it writes its
+# claim into the file, until the other has either come as far or been turned away (a file each in
+# argv[3]), so that neither can see the other's claim before deciding.
+CLAIMER_ELSEWHERE = """
+import os, socket, sys, time, fcntl
+from pathlib import Path
+folder, host, meeting = sys.argv[1:4]
+socket.gethostname = lambda: host  # before cnnbench reads it
+fcntl.flock = lambda descriptor, operation: None
+def meet():
+    Path(meeting, host).touch()
+    deadline = time.monotonic() + 10
+    while len(os.listdir(meeting)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+def meeting_first(write):
+    def written(*arguments):
+        meet()
+        return write(*arguments)
+    return written
+os.write, os.pwrite = meeting_first(os.write), meeting_first(os.pwrite)
+from cnnbench.sweep.claims import Claimed, claim
+try:
+    with claim(Path(folder)) as ours:
+        print("claimed", "over " + ours.stale.where if ours.stale else "free", flush=True)
+        sys.stdin.readline()
+except Claimed as busy:
+    Path(meeting, host).touch()
+    print("refused", busy.where, flush=True)
+"""
+
+
+@pytest.mark.parametrize("before", ["free", "stale"])
+def test_two_hosts_claiming_at_once_where_locks_do_not_cross_hosts_one_wins(tmp_path, before):
+    folder, meeting = tmp_path / "run", tmp_path / "meeting"
+    folder.mkdir()
+    meeting.mkdir()
+    if before == "stale":  # a third host's claim, silent for longer than STALE_AFTER_S
+        (folder / CLAIM_FILE).write_text(json.dumps({"host": "node7", "pid": 4242, "started": 0.0}))
+        os.utime(folder / CLAIM_FILE, (0, 0))
+    copies = [subprocess.Popen([sys.executable, "-c", CLAIMER_ELSEWHERE, str(folder), host, str(meeting)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+              for host in ("nodeA", "nodeB")]
+    said = [copy.stdout.readline().strip() for copy in copies]
+    for copy in copies:
+        copy.communicate("\n", timeout=60)
+    won = [line for line in said if line.startswith("claimed")]
+    assert len(won) == 1, said  # the release before: both claimed it, and both trained
+    assert won[0] == ("claimed free" if before == "free" else "claimed over node7:4242")
+    assert [line for line in said if line.startswith("refused")], said
+    assert not (folder / CLAIM_FILE).exists()  # the winner let go; no file of the loser's is left
+
+
+def take_over(folder: Path) -> dict:
+    """Another host's copy of the sweep takes `folder` over, as it does: a new claim file of its own."""
+    theirs = {"host": "node7", "pid": 4242, "started": time.time(), "token": "theirs"}
+    (folder / "new-claim").write_text(json.dumps(theirs))
+    os.replace(folder / "new-claim", folder / CLAIM_FILE)
+    return theirs
+
+
+def test_a_claim_taken_over_is_noticed_before_the_next_write_and_never_deleted_by_its_old_owner(tmp_path):
+    with claim(tmp_path / "run") as ours:
+        ours.check()  # ours: nothing is raised
+        take_over(tmp_path / "run")
+        with pytest.raises(ClaimLost, match="was taken over by node7:4242 while this process trained it"):
+            ours.check()
+    # the release before deleted the claim on exit, whoever's it was by then
+    assert read_holder(tmp_path / "run").where == "node7:4242"
+
+
+def test_a_sweep_job_whose_folder_is_taken_over_says_so_in_one_line_and_does_not_fail(
+        tmp_path, compose_config, capsys):
+    from cnnbench.sweep.jobs import run_job
+    from cnnbench.sweep.journal import read_journal
+
+    def taken_over_while_training(cfg, run_dir, resume, check_claim):
+        take_over(run_dir)  # another copy, on another host, took it over meanwhile
+        check_claim()  # what the run does before it writes its next checkpoint
+        raise AssertionError("went on writing")
+
+    journal = tmp_path / ".jobs" / "this-sweep"
+    folder = tmp_path / "run"
+    assert run_job(compose_config("data=fake"), folder, taken_over_while_training, journal / "0.json") is None
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"cnnbench: error: {folder} was taken over by node7:4242")
+    assert not (folder / "error.txt").exists()  # not failed: the run goes on in the other process
+    assert [(job.outcome, job.holder) for job in read_journal(journal)] == [("elsewhere", "node7:4242")]
+    assert read_holder(folder).where == "node7:4242"
+
+
+def test_a_run_whose_claim_is_taken_over_stops_before_its_next_write_in_one_line(tmp_path):
+    # epoch 2's 5th step: the other host takes the folder over; the run finds out at the end of the
+    # epoch, before it writes best.pt, last.pt or metrics.json, and stops
+    taken = inject("take-claim", "train-batch:22", *RUN, "hydra.run.dir=run", cwd=tmp_path)
+    assert_one_line_error(taken, "run was taken over by elsewhere:4242 while this process trained it",
+                          "stopped without writing there again")
+    assert taken.returncode == 2
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1  # epoch 1's, as it was
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs_done"] == 1
+    assert read_holder(tmp_path / "run").where == "elsewhere:4242"
 
 
 def test_a_run_live_in_another_process_refuses_a_resume_in_one_line(tmp_path):

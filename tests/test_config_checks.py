@@ -83,6 +83,65 @@ def test_out_of_range_data_and_model_options_are_refused(compose_config, overrid
     assert str(error.value).startswith(message)
 
 
+# Values of the wrong shape or type (issue #23): each ended in a traceback from torch, numpy or
+# Python, some after the data had loaded
+@pytest.mark.parametrize("overrides, message", [
+    (["optimizer.lr=[0.1]"], "optimizer.lr=[0.1] is a list: give one value, a number > 0"),
+    (["label_smoothing=[0.1]"], "label_smoothing=[0.1] is a list: give one value, a number in [0, 1)"),
+    (["warmup_epochs=[1]"], "warmup_epochs=[1] is a list"),
+    (["early_stopping.patience=[1]"], "early_stopping.patience=[1] is a list"),
+    (["log_every=[5]"], "log_every=[5] is a list"),
+    (["ema.decay=[0.5]"], "ema.decay=[0.5] is a list"),
+    (["scheduler=step", "scheduler.gamma=[0.5]"], "scheduler.gamma=[0.5] is a list"),
+    (["scheduler=onecycle", "scheduler.max_lr=[0.1]"], "scheduler.max_lr=[0.1] is a list"),
+    (["data=fake", "data.num_classes=[3]"],
+     "data.num_classes=[3] is a list: give one value, an integer >= 2"),
+    (["optimizer=adam", "optimizer.betas=0.9"], "optimizer.betas=0.9 is not a list: give two numbers"),
+    (["optimizer=adamw", "optimizer.betas=[0.9,0.99,0.5]"],
+     "optimizer.betas=[0.9, 0.99, 0.5] has 3 value(s)"),
+    (["scheduler=multistep", "scheduler.milestones=5"],
+     "scheduler.milestones=5 is not a list: give a list of steps"),
+    (["data.accuracy_targets=0.5"], "data.accuracy_targets=0.5 is not a list: give a list of accuracies"),
+    (["data=fake", "data.mean=0.5"], "data.mean=0.5 is not a list: give one number per channel"),
+    (["data=fake", "data.std=[]"],
+     "data.std=[] (0 values): fake images with data.in_channels=3 have 3 channel(s)"),
+    (["data=cifar10", "data.mean=[0.5]"], "data.mean=[0.5] (1 value): cifar10 images have 3 channel(s)"),
+    (["data=mnist", "data.resize=[32,32,32]"], "data.resize=[32, 32, 32] is not a size"),
+    (["data=imagefolder", "data.root=/x", "data.image_size=[]"], "data.image_size=[] is not a size"),
+    (["epochs=2.0"], "epochs=2.0 is not an integer >= 1"),
+    (["seed=1e3"], "seed=1000.0 is not an integer in [0, 4294967295]"),
+    (["data=fake", "data.permute_seed=4294967296"], "data.permute_seed=4294967296 is out of range"),
+    (["device=[cpu]"], "device=['cpu'] is not a name: give one device: auto, cpu, cuda, cuda:N or mps"),
+    (["data=mnist", "data.root=2024"],
+     ("""data.root=2024 is not a name: give one folder (a name that reads as a number goes in quotes: """
+      """'data.root="2024"')""")),
+    (["threads=100000"], "threads=100000 is more than this machine's"),
+    (["data=fashion_mnist", "data.search_dirs=5"], "data.search_dirs=5 is not a list of names: give a list"),
+    (["data=fashion_mnist", "data.search_dirs=[5]"], "data.search_dirs=[5] is not a list of names"),
+    (["+optimizer.dampening=0.5"],
+     ("optimizer.dampening=0.5: Nesterov momentum (optimizer.nesterov=true) takes no dampening; set "
+      "optimizer.dampening=0, or optimizer.nesterov=false")),
+    (["data=fake", "data.num_classes=1000000000"],
+     ("data.num_classes=1000000000: 512 training and 128 validation fake images of 3x32x32 in 1,000,000,000 "
+      "classes need")),
+    (["data=fake", "data.num_train=1000000000"], "data.num_train=1000000000: 1,000,000,000 training and 128"),
+])
+def test_values_of_the_wrong_shape_or_type_are_refused(compose_config, overrides, message):
+    with pytest.raises(CnnbenchError) as error:
+        check_config(compose_config(*overrides))
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_sizes_and_lists_of_the_right_shape_pass(compose_config):
+    check_config(compose_config("data=imagefolder", "data.root=/x", "data.image_size=[24,32]",
+                                "data.grayscale=true", "data.mean=[0.5]", "data.std=[0.25]"))
+    check_config(compose_config("data=mnist", "data.resize=[32,48]", "seed=4294967295",
+                                "batch_size=100000000"))
+    check_config(compose_config("model=mlp", "model.hidden=[]", "data.accuracy_targets=[]"))
+    check_config(compose_config("model=vgg11", "model.hidden=64", "data=fake", "data.in_channels=1",
+                                "data.mean=[0.5]", "data.std=[0.5]"))
+
+
 def test_interpolated_durations_are_left_to_the_run_and_good_values_pass(compose_config):
     for preset in SCHEDULERS:  # ${steps:...} and ${decay_steps:} need steps_per_epoch: not read yet
         check_config(compose_config(f"scheduler={preset}"))

@@ -8,6 +8,8 @@ import pytest
 import torch
 from conftest import learnable_images, write_idx, write_idx_dataset, write_image_folder
 from PIL import Image
+from test_cli import assert_one_line_error
+from test_configs import run_cli
 
 from cnnbench.data import MemoryLoader, build_data, random_crop_flip, stratified_split
 from cnnbench.errors import CnnbenchError
@@ -78,6 +80,66 @@ def test_cifar10_damaged_batch_is_named(compose_config, cifar_root):
     (cifar_root / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
     with pytest.raises(CnnbenchError, match="data_batch_3 is not a readable CIFAR-10 batch"):
         load(compose_config, "data=cifar10", f"data.root={cifar_root}", "data.download=false", "data.val_split=0.1")
+
+
+def craft_cifar_batch(root, change) -> None:
+    """Rewrite data_batch_2 of the CIFAR-10 at `root` after `change(entry)`."""
+    import pickle
+
+    path = root / "cifar-10-batches-py" / "data_batch_2"
+    entry = pickle.loads(path.read_bytes())
+    change(entry)
+    path.write_bytes(pickle.dumps(entry))
+
+
+# Batches a data folder of someone else's may hold (issue #23): each was a traceback, or worse, a
+# silent cast (pixels above 255 wrapped, labels of 1.5 cut to 1)
+@pytest.mark.parametrize("change, message", [
+    (lambda entry: entry.pop(b"labels"),
+     "expected its b'labels' to be 100 integers, one per image, found nothing"),
+    (lambda entry: entry.update({b"labels": bytes(entry[b"labels"])}),
+     "b'labels' to be 100 integers, one per image, found bytes"),
+    (lambda entry: entry.update({b"labels": [label + 0.5 for label in entry[b"labels"]]}),
+     "found a list of 100 holding float"),
+    (lambda entry: entry.update({b"labels": entry[b"labels"][:50]}),
+     "to be 100 integers, one per image, found 50"),
+    (lambda entry: entry.update({b"labels": [12] * 100}), "labels must be in 0..9, found 12..12"),
+    (lambda entry: entry.update({b"data": entry[b"data"].astype(np.int64) * 1000}),
+     "expected its b'data' to be N x 3072 pixels of uint8, found an array of int64 shaped (100, 3072)"),
+    (lambda entry: entry.update({b"data": entry[b"data"].reshape(100, 3, 1024)}),
+     "found an array of uint8 shaped (100, 3, 1024)"),
+    (lambda entry: entry.update({b"data": entry[b"data"].tolist()}),
+     "N x 3072 pixels of uint8, found a list of 100 holding list"),
+])
+def test_a_crafted_cifar10_batch_is_named_in_one_line(compose_config, cifar_root, change, message):
+    craft_cifar_batch(cifar_root, change)
+    with pytest.raises(CnnbenchError) as error:
+        load(compose_config, "data=cifar10", f"data.root={cifar_root}", "data.download=false")
+    assert str(error.value).startswith(f"{cifar_root / 'cifar-10-batches-py' / 'data_batch_2'}: ")
+    assert message in str(error.value) and str(error.value).endswith("replace the file")
+
+
+def test_a_cifar10_batch_far_bigger_than_the_real_ones_is_not_unpickled(compose_config, cifar_root):
+    with open(cifar_root / "cifar-10-batches-py" / "data_batch_4", "r+b") as file:
+        file.truncate(65 * 2**20)  # sparse: 65 MB to read, none of it on the disk
+    with pytest.raises(CnnbenchError, match=r"data_batch_4 holds 65 MB; a CIFAR-10 batch holds about 30 MB"):
+        load(compose_config, "data=cifar10", f"data.root={cifar_root}", "data.download=false")
+
+
+def test_mnist_labels_out_of_range_are_named(compose_config, idx_root):
+    labels = idx_root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz"
+    write_idx(labels, torch.full((200,), 200, dtype=torch.uint8))
+    with pytest.raises(CnnbenchError, match=rf"^{labels}: labels must be in 0..9, found 200..200; "
+                                            r"replace the file$"):
+        load(compose_config, "data=mnist", f"data.root={idx_root}", "data.download=false")
+
+
+def test_a_crafted_cifar10_batch_ends_the_command_in_one_line(tmp_path, cifar_root):
+    craft_cifar_batch(cifar_root, lambda entry: entry.pop(b"labels"))
+    result = run_cli("data=cifar10", f"data.root={cifar_root}", "data.download=false", "device=cpu",
+                     cwd=tmp_path)
+    assert_one_line_error(result, "data_batch_2: expected its b'labels' to be 100 integers")
+    assert result.returncode == 2
 
 
 def class_of(path: str) -> str:
@@ -217,6 +279,20 @@ def test_train_limit_keeps_the_first_images(compose_config, idx_root):
     assert torch.equal(data.train.images, everything.train.images[:100])
     assert torch.equal(data.train.labels, everything.train.labels[:100])
     assert torch.equal(data.test.images, everything.test.images)
+
+
+def test_train_limit_on_an_image_folder_keeps_every_class_share(compose_config, tmp_path):
+    # its files are sorted by class: the first 30 of 3 x 50 were all cats (issue #23)
+    root = write_image_folder(tmp_path / "pets", per_class=50, size=(8, 8))
+    overrides = ["data=imagefolder", f"data.root={root}", "data.image_size=8", "num_workers=0"]
+    whole = load(compose_config, *overrides)
+    limited = load(compose_config, *overrides, "data.train_limit=30")
+    assert torch.bincount(limited.train.labels).tolist() == [10, 10, 10]
+    assert set(limited.train.files) < set(whole.train.files)  # training images only ...
+    assert limited.val.files == whole.val.files  # ... and validation as it was
+    assert load(compose_config, *overrides, "data.train_limit=30").train.files == limited.train.files
+    uneven = load(compose_config, *overrides, "data.train_limit=7")  # 7 x 40 / 120 each: 2.33
+    assert sorted(torch.bincount(uneven.train.labels).tolist()) == [2, 2, 3]
 
 
 def test_shuffle_is_seeded_per_epoch():

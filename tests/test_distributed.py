@@ -100,6 +100,35 @@ def test_a_run_resumed_on_another_number_of_processes_goes_on_with_a_note(tmp_pa
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs_done"] == 2
 
 
+# 512 images of batch 32: 8 steps an epoch each for 2 processes, 16 for one; limit_batches=6 gives
+# both 6, so a checkpoint saved mid-epoch by one fits the other (log_every=2: the processes compare
+# notes after steps 0, 2, 4, so a signal in step 1 or 2 stops both after step 2: 3 steps saved).
+MID_EPOCH = ["data=fake", "data.num_train=512", "data.num_val=64", "batch_size=32", "epochs=2",
+             "limit_batches=6", "log_every=2", "device=cpu", "model=mlp", "model.hidden=[32]"]
+
+
+@pytest.mark.parametrize("before, after", [(2, 1), (1, 2)])
+def test_a_mid_epoch_checkpoint_resumes_on_another_number_of_processes_counting_every_image_once(
+        tmp_path, before, after):
+    from test_faults import INJECT
+
+    # stopped by SIGTERM in epoch 1, 3 steps in: 3 x 32 images per process
+    single = [sys.executable, str(INJECT), "term", "train-batch:4"]
+    stop = [*TORCHRUN, str(INJECT), "term", "train-batch:3"] if before == 2 else single
+    stopped = subprocess.run([*stop, *MID_EPOCH, "hydra.run.dir=run"], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=600)
+    assert "SIGTERM: stopped at epoch 1, step 3 of 6" in stopped.stderr, stopped.stderr[-3000:]
+    resume = [*TORCHRUN, "-m", "cnnbench"] if after == 2 else [sys.executable, "-m", "cnnbench"]
+    resumed = subprocess.run([*resume, f"resume={tmp_path / 'run'}"], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr[-3000:]
+    assert f"was saved by {before} process(es), this run has {after}" in resumed.stdout + resumed.stderr
+    history = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
+    # epoch 1: the 3 steps saved by every process before, the other 3 by every process after
+    assert [record["train_images"] for record in history] == [3 * 32 * before + 3 * 32 * after,
+                                                              6 * 32 * after]
+
+
 def test_unreadable_images_skipped_under_torchrun(tmp_path):
     from conftest import write_image_folder
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import progress, write_image_folder
+from conftest import progress, write_idx_dataset, write_image_folder
 from test_cli import assert_one_line_error
 from test_configs import run_cli
 
@@ -131,6 +131,26 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_p
     assert len(half_written) == 1 and half_written[0].read_bytes().startswith(b"PK")
     assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs_done"] == 1
+
+
+@pytest.mark.parametrize("saved_by, rank, world, expected", [
+    (2, 0, 2, (1.0, 3, 32)), (2, 1, 2, (2.0, 5, 32)),  # as saved: each process its own
+    (2, 0, 1, (3.0, 8, 64)),  # fewer processes now: rank 0 carries every process's sums on
+    (1, 0, 2, (1.0, 3, 32)), (1, 1, 2, (0.0, 0, 0)),  # more: the newcomer starts from nothing
+])
+def test_a_mid_epoch_resume_on_another_number_of_processes_counts_each_saved_image_once(
+        saved_by, rank, world, expected, monkeypatch):
+    # the epoch's sums as last.pt saves them (EpochSums.saved: every process's, in rank order)
+    from cnnbench.engine.state import EpochSums
+    from cnnbench.runtime import distributed
+
+    saved = {"loss": torch.tensor([1.0, 2.0][:saved_by]), "correct": torch.tensor([3, 5][:saved_by]),
+             "seen": [32, 32][:saved_by], "seconds": 1.5}
+    monkeypatch.setattr(distributed, "rank", lambda: rank)
+    monkeypatch.setattr(distributed, "world_size", lambda: world)
+    sums = EpochSums(torch.device("cpu"), saved)  # the release before: IndexError for rank 1 of 2
+    assert (sums.loss.item(), sums.correct.item(), sums.seen) == expected
+    assert sums.seconds() >= 1.5
 
 
 @pytest.mark.slow
@@ -286,6 +306,29 @@ def test_a_nan_loss_is_never_saved_in_a_mid_epoch_checkpoint(compose_config, tmp
     assert (last["epoch"], progress(last).step) == (1, 0)
 
 
+def test_non_finite_weights_are_never_saved_though_every_loss_was_finite(compose_config, tmp_path,
+                                                                         monkeypatch):
+    import cnnbench.engine.train
+
+    real = cnnbench.engine.train.train_epoch
+
+    def overflowing(run, epoch, *args):  # epoch 2's last step overflows a weight; its losses were finite
+        trained = real(run, epoch, *args)
+        if epoch == 1:
+            with torch.no_grad():
+                next(run.model.parameters())[0].fill_(float("inf"))
+        return trained
+
+    monkeypatch.setattr(cnnbench.engine.train, "train_epoch", overflowing)
+    with pytest.raises(DivergedError, match=r"^the weights became NaN or infinite in epoch 2, with every "
+                                            r"loss read finite; checkpoints saved before it stay as they "
+                                            r"were; "):
+        train(fake_run(compose_config), tmp_path / "run")
+    for name in ("last.pt", "best.pt"):
+        saved = load_checkpoint(tmp_path / "run" / name)
+        assert saved["epoch"] == 1 and all(torch.isfinite(w).all() for w in saved["model"].values())
+
+
 def test_on_nan_skip_batch_leaves_bad_batches_out_and_counts_them(compose_config, tmp_path, monkeypatch):
     poison_losses(monkeypatch, {3, 20})
     metrics = train(fake_run(compose_config, "on_nan=skip_batch"), tmp_path / "run")
@@ -345,6 +388,41 @@ def test_bad_images_skip_leaves_them_out_and_lists_them(compose_config, image_ro
     assert f"skipping {truncated}: not a readable image" in said
 
 
+def bytes_named(path: Path, name: bytes) -> bytes:
+    """The path of `name` (bytes that are not UTF-8) in the folder `path`; skips the test where the
+    file system takes only UTF-8 names (macOS)."""
+    full = os.fsencode(path) + b"/" + name
+    try:
+        os.close(os.open(full, os.O_CREAT | os.O_WRONLY))
+    except OSError:
+        pytest.skip("this file system takes only UTF-8 file names")
+    return full
+
+
+def test_file_names_that_are_not_utf8_train_and_are_written_as_their_bytes(tmp_path):
+    root = write_image_folder(tmp_path / "odd-names", per_class=4, size=(16, 16))
+    renamed = bytes_named(root / "cat", b"caf\xe9.png")
+    os.replace(root / "cat" / "0.png", renamed)
+    unreadable = bytes_named(root / "dog", b"\xff\xfe.png")  # empty: not an image
+    # PYTHONIOENCODING=utf-8: stdout as strict as in an en_US.UTF-8 locale (C.UTF-8 is lenient)
+    result = subprocess.run([sys.executable, "-m", "cnnbench", "data=imagefolder", f"data.root={root}",
+                             "data.image_size=16", "data.bad_images=skip", "epochs=1", "device=cpu",
+                             "num_workers=0", "hydra.run.dir=run"], cwd=tmp_path, capture_output=True,
+                            timeout=300, env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr
+    # JSON holds them as Python's surrogateescape escapes: json.load, then os.fsencode, gives the bytes
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [os.fsencode(path) for path in metrics["skipped_images"]] == [unreadable]
+    index = json.loads(next(Path(os.environ["CNNBENCH_CACHE"]).glob("odd-names-*/index.json")).read_text())
+    # the index names its files relative to the tree: a tree that moves keeps its cache
+    tree = os.fsencode(root) + b"/"
+    assert renamed.removeprefix(tree) in [os.fsencode(path) for path in index["files"]]
+    assert [os.fsencode(path) for path in index["unreadable"]] == [unreadable.removeprefix(tree)]
+    # the console and run.log say them as their own bytes, as ls does to a pipe
+    assert b"skipping " + unreadable in result.stdout
+    assert b"skipping " + unreadable in (tmp_path / "run" / "run.log").read_bytes()
+
+
 def test_an_empty_class_folder_is_named(compose_config, image_root):
     (image_root / "owl").mkdir()
     (image_root / "owl" / "readme.md").write_text("owls to come")
@@ -352,10 +430,32 @@ def test_an_empty_class_folder_is_named(compose_config, image_root):
         check_and_load(compose_config, image_root)
 
 
-def check_and_load(compose_config, root: Path):
+def test_an_image_folder_too_small_to_split_is_refused_in_one_line(tmp_path):
+    # one image per class: none to hold out; the run scored 0 images, then ended in a traceback
+    write_image_folder(tmp_path / "one", per_class=1, size=(8, 8))
+    result = run_cli("data=imagefolder", "data.root=one", "data.image_size=8", "epochs=1", "device=cpu",
+                     "num_workers=0", "hydra.run.dir=run", cwd=tmp_path)
+    assert_one_line_error(result, "data.root=", "the validation split would be empty: the classes hold "
+                          "cat 1, dog 1, fox 1 image(s)", "set data.val_split higher",
+                          "train/, val/ and test/ folders")
+    assert result.returncode == 2
+    assert not list((tmp_path / "run").glob("*.pt")) and not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_split_whose_images_are_all_unreadable_is_refused(compose_config, tmp_path):
+    write_image_folder(tmp_path / "train", classes=("a", "b"), per_class=3, size=(8, 8))
+    write_image_folder(tmp_path / "val", classes=("a", "b"), per_class=1, size=(8, 8))
+    for image in (tmp_path / "val").rglob("*.png"):
+        image.write_text("not a picture")
+    with pytest.raises(CnnbenchError, match=r"the validation split is empty: none of its 2 image\(s\) could "
+                                            r"be read \(data.bad_images=skip left them out\)"):
+        check_and_load(compose_config, tmp_path, "data.bad_images=skip")
+
+
+def check_and_load(compose_config, root: Path, *overrides: str):
     from cnnbench.data import build_data
 
-    cfg = image_run(compose_config, root)
+    cfg = image_run(compose_config, root, *overrides)
     check_config(cfg)
     return build_data(cfg.data, batch_size=4, seed=0, device=torch.device("cpu"))
 
@@ -408,6 +508,22 @@ def test_bad_images_takes_error_or_skip(compose_config):
         check_config(compose_config("data=imagefolder", "data.root=/x", "data.bad_images=ignore"))
 
 
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """A data root with a small image folder (images/) and MNIST (MNIST/raw/), for command lines."""
+    root = tmp_path_factory.mktemp("data")
+    write_image_folder(root / "images", per_class=4, size=(8, 8))
+    write_idx_dataset(root / "MNIST" / "raw", train=64, test=32)
+    return root
+
+
+IMAGES = ["data=imagefolder", "data.root={data}/images", "num_workers=0"]
+# tiny_data holds 64 training images: the default 5000 held out for validation would be refused
+MNIST = ["data=mnist", "data.root={data}", "data.download=false", "data.val_split=0.1"]
+# Sizes no machine's memory holds (issue #23 tried 100000, which a big enough machine might)
+NO_MEMORY_HOLDS = str(10**7)
+
+
 @pytest.mark.parametrize("arguments, fragments", [
     (["optimizer.learning_rate=0.1"],
      ["optimizer.learning_rate is not a config key (did you mean optimizer.lr?",
@@ -416,11 +532,78 @@ def test_bad_images_takes_error_or_skip(compose_config):
     (["model=lenet7"], ["Could not find 'model/lenet7'; choose one of: alexnet,", "lenet5"]),
     (["epochs=[1"], ["cannot parse epochs=[1", "override_grammar"]),
     (["epochs=0", "data=mnist", "data.root=/nowhere"], ["epochs=0 is out of range"]),  # before data loads
+    # the command lines of issue #23 that ended in a traceback
+    ([*IMAGES, "data.image_size=[32]"],
+     ["data.image_size=[32] is not a size: give one integer (a square) or [height, width]"]),
+    ([*MNIST, "data.resize=[96]"], ["data.resize=[96] is not a size"]),
+    ([*MNIST, "data.resize=4"],
+     [("data.resize=4: lenet cannot take 4x4 images; the smallest it takes is 12x12: use data.resize=12 or "
+       "more")]),
+    (["data=fake", "model=lenet_bn", "batch_size=1"],
+     ["batch_size=1: a training batch of 1 image is too few for lenet_bn's BatchNorm",
+      "batches of 2 or more"]),
+    (["data=fake", "data.num_train=1", "model=lenet_bn"],
+     ["data.num_train=1: the training split holds 1 image: a training batch of 1 image is too few"]),
+    (["seed=4294967296"], ["seed=4294967296 is out of range: must be an integer in [0, 4294967295]"]),
+    (["data=fake", "data.image_size=[32,32]"], ["data.image_size=[32, 32]: fake images are square"]),
+    (["optimizer=adam", "optimizer.betas=[0.9]"],
+     ["optimizer.betas=[0.9] has 1 value(s): give two numbers, [beta1, beta2]"]),
+    ([*IMAGES, "data.grayscale=true"],
+     [("data.mean=[0.485, 0.456, 0.406] (3 values) and data.std=[0.229, 0.224, 0.225] (3 values): "
+       "greyscale images (data.grayscale=true) have 1 channel(s): give one value per channel, e.g. "
+       "data.mean=[0.485]")]),
+    ([*IMAGES, "data.mean=[0.5,0.5]"],
+     ["data.mean=[0.5, 0.5] (2 values): colour images (data.grayscale=false) have 3 channel(s)"]),
+    ([*IMAGES, f"data.image_size={NO_MEMORY_HOLDS}"],
+     [f"data.image_size={NO_MEMORY_HOLDS}: one image of 3x{NO_MEMORY_HOLDS}x{NO_MEMORY_HOLDS} needs",
+      "of memory as float32, more than this machine's", "use a smaller data.image_size"]),
+    (["data=fake", f"data.image_size={NO_MEMORY_HOLDS}"],
+     [f"data.image_size={NO_MEMORY_HOLDS}: a batch of 128 images of 3x{NO_MEMORY_HOLDS}x{NO_MEMORY_HOLDS}",
+      "or batch_size"]),
 ])
-def test_bad_command_lines_get_one_line_and_exit_2(tmp_path, arguments, fragments):
-    result = run_cli(*arguments, cwd=tmp_path)
+def test_bad_command_lines_get_one_line_and_exit_2(tmp_path, tiny_data, arguments, fragments):
+    result = run_cli(*(argument.format(data=tiny_data) for argument in arguments), "device=cpu", cwd=tmp_path)
     assert_one_line_error(result, *fragments)
     assert result.returncode == 2
+    assert not list(tmp_path.rglob("*.pt")) and not list(tmp_path.rglob("metrics.json"))  # no run began
+
+
+@pytest.mark.parametrize("overrides, message", [
+    # images too small for the model: the smallest size that works is found by trying it
+    (["model=alexnet", "data.image_size=4"],
+     ("data.image_size=4: alexnet cannot take 4x4 images; the smallest it takes is 7x7: use "
+      "data.image_size=7 or more")),
+    (["model=nin", "data.image_size=8", "data.resize=[64,8]"],
+     ("data.resize=[64, 8]: nin cannot take 64x8 images; the smallest it takes is 11x11: use data.resize=11 "
+      "or more")),
+    (["model=small_cnn", "data.image_size=15"],
+     "data.image_size=15: small_cnn cannot take 15x15 images; the smallest it takes is 16x16"),
+    # BatchNorm given one image per training batch, by any key
+    (["model=resnet18", "batch_size=1", "data.image_size=8"],
+     "batch_size=1: a training batch of 1 image is too few for resnet18's BatchNorm"),
+    (["model=lenet_bn", "model.norm=scratch", "data.train_limit=1"],
+     ("data.train_limit=1: the training split holds 1 image: a training batch of 1 image is too few for "
+      "lenet_bn's")),
+    (["model=lenet_bn", "debug=overfit", "data.num_val=1"],
+     "overfit=true: it trains on the first validation batch, and that holds 1 image: a training batch of 1"),
+    # options torch refuses
+    (["optimizer=adam", "+optimizer.foo=1"],
+     ("optimizer: Adam cannot be built from these options: Adam.__init__() got an unexpected keyword "
+      "argument 'foo'")),
+    (["+scheduler.foo=1"], "scheduler: CosineAnnealingLR cannot be built from these options: "),
+])
+def test_what_only_the_set_up_can_tell_is_one_line_too(compose_config, tmp_path, overrides, message):
+    with pytest.raises(CnnbenchError) as error:
+        train(fake_run(compose_config, "epochs=1", *overrides), tmp_path / "run")
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_batch_of_one_trains_where_batchnorm_can_take_it(compose_config, tmp_path):
+    # ResNet-18 at 64 px keeps 2x2 pixels per channel to its last BatchNorm: one image is enough there
+    metrics = train(fake_run(compose_config, "model=resnet18", "batch_size=1", "data.image_size=64",
+                             "epochs=1", "limit_batches=2", "data.num_val=2"), tmp_path / "run")
+    assert metrics["status"] == "finished"
 
 
 # ---------------------------------------------------------------- 7: run folders and disks

@@ -6,6 +6,8 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_image_folder
 from PIL import Image
 
 from cnnbench.data import build_data, cache
@@ -66,6 +69,46 @@ def test_a_second_build_decodes_nothing_and_gives_the_same_pixels(compose_config
     assert second.val.files == first.val.files
 
 
+def test_the_cache_serves_its_tree_through_a_symbolic_link_and_after_the_tree_moves(
+        compose_config, tmp_path, cache_dir, monkeypatch):
+    # issue #23: after a first run, the same tree through a linked path gave "0 training images
+    # from the cache", then a traceback (the key named files inside the tree, the index by path)
+    write_image_folder(tmp_path / "disk" / "images")
+    first = folder_data(compose_config, tmp_path / "disk" / "images")
+    (tmp_path / "alias").mkdir()
+    (tmp_path / "alias" / "images").symlink_to(tmp_path / "disk" / "images")
+    monkeypatch.setattr(cache, "decode", lambda *a, **k: pytest.fail("decoded again"))
+    linked = folder_data(compose_config, tmp_path / "alias" / "images")
+    (tmp_path / "disk").rename(tmp_path / "moved")  # mv keeps the files' sizes and times
+    moved = folder_data(compose_config, tmp_path / "moved" / "images")
+    for data, where in ((linked, "alias"), (moved, "moved")):
+        assert (len(data.train.files), len(data.val.files)) == (24, 6)
+        assert all(path.startswith(str(tmp_path / where / "images")) for path in data.train.files)
+        assert [Path(path).relative_to(tmp_path / where) for path in data.val.files] == \
+            [Path(path).relative_to(tmp_path / "disk") for path in first.val.files]
+        assert all(torch.equal(a[0], b[0]) for a, b in zip(first.val, data.val, strict=True))
+    assert len(caches(cache_dir)) == 1
+
+
+def test_an_index_of_an_earlier_release_is_used_where_its_tree_still_is_and_rebuilt_elsewhere(
+        compose_config, tmp_path, cache_dir, caplog):
+    write_image_folder(tmp_path / "disk" / "images")
+    folder_data(compose_config, tmp_path / "disk" / "images")
+    (folder,) = caches(cache_dir)
+    index = json.loads((folder / "index.json").read_text())
+    earlier = {**index, "files": [str(tmp_path / "disk" / "images" / path) for path in index["files"]]}
+    del earlier["paths"]  # as the release before wrote it: absolute paths
+    (folder / "index.json").write_text(json.dumps(earlier))
+    with caplog.at_level(logging.WARNING, logger="cnnbench"):
+        assert len(folder_data(compose_config, tmp_path / "disk" / "images").train.files) == 24
+    assert "damaged" not in caplog.text
+    (tmp_path / "disk").rename(tmp_path / "moved")
+    with caplog.at_level(logging.WARNING, logger="cnnbench"):
+        assert len(folder_data(compose_config, tmp_path / "moved" / "images").train.files) == 24
+    assert "names the files where the tree was then" in caplog.text
+    assert json.loads((folder / "index.json").read_text())["paths"] == "relative"
+
+
 @pytest.mark.parametrize("change", ["add", "remove", "modify", "size", "grayscale"])
 def test_the_cache_is_rebuilt_when_what_decides_it_changes(compose_config, image_root, cache_dir, change):
     overrides = []
@@ -91,7 +134,7 @@ def test_the_cache_is_rebuilt_when_what_decides_it_changes(compose_config, image
     expected = {"add": 31, "remove": 29}.get(change, 30)
     assert index["shape"][0] == expected == len(data.train.files) + len(data.val.files)
     if change == "modify":  # the new cache holds the new pixels
-        row = index["files"].index(str(image_root / "fox" / "0.png"))
+        row = index["files"].index(os.path.join("fox", "0.png"))  # a path inside the tree
         pixels = np.fromfile(new / "pixels.u8", np.uint8).reshape(index["shape"])[row]
         assert not np.array_equal(pixels, np.fromfile(before[0] / "pixels.u8", np.uint8).reshape(
             index["shape"])[row])
@@ -108,7 +151,7 @@ def test_cached_pixels_are_what_the_dataloader_path_sees(compose_config, image_r
     pixels = np.fromfile(folder / "pixels.u8", np.uint8).reshape(index["shape"])
     resize = v2.Compose([v2.ToImage(), v2.Resize((24, 32), antialias=True)])
     for row in (0, 7, 29):  # RGB, greyscale and RGBA files (conftest writes all three)
-        expected = resize(open_image(index["files"][row], "RGB")).numpy()
+        expected = resize(open_image(image_root / index["files"][row], "RGB")).numpy()
         assert np.array_equal(pixels[row], expected)
 
 
@@ -155,6 +198,88 @@ def test_a_read_only_image_folder_works_and_an_unwritable_cache_folder_is_said(
     finally:
         for path in everything:
             path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+# A process that builds an image folder's data with its cache in CNNBENCH_CACHE (argv: the tree), and
+# says what the cache folder holds after: {"train": images, "cache": entries}.
+BUILD = textwrap.dedent("""
+    import json, os, sys, torch
+    from omegaconf import OmegaConf
+    from cnnbench.data import build_data
+    cfg = OmegaConf.create({"name": "imagefolder", "root": sys.argv[1], "loader": "memory", "cache": True,
+        "cache_dir": None, "memory_budget_gb": None, "train_limit": None, "image_size": 64,
+        "grayscale": False, "val_fraction": 0.2, "bad_images": "error", "mean": [0.5] * 3, "std": [0.5] * 3,
+        "augment": {"crop_padding": 0, "hflip": False}})
+    data = build_data(cfg, batch_size=8, seed=0, device=torch.device("cpu"))
+    entries = sorted(os.listdir(os.environ["CNNBENCH_CACHE"]))
+    print(json.dumps({"train": len(data.train.files), "cache": entries}))
+""")
+
+
+def run_to_file(command: list[str], cache_folder: Path, tmp_path: Path) -> tuple[int, str]:
+    """Run `command` with its image cache in `cache_folder`: its exit status and its output (stdout
+    and stderr). Into a file, not a pipe: decoding workers that outlived their parent (as in the
+    release before) would hold a pipe open, and the test would wait for them instead of failing."""
+    with open(tmp_path / "output", "w+") as output:
+        result = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, timeout=300,
+                                env={**os.environ, "CNNBENCH_CACHE": str(cache_folder)})
+        output.seek(0)
+        return result.returncode, output.read()
+
+
+def test_a_full_disk_under_the_cache_falls_back_to_memory_with_one_warning(image_root, tmp_path):
+    # A real full disk: a 64 KiB tmpfs (in a user and mount namespace of its own) for 30 images of
+    # 64x64 (360 KiB). The release before wrote the sparse np.memmap file into it: SIGBUS.
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {disk}"],
+                           capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (unshare -rm): {probe.stderr.decode().strip()}")
+    script = f"mount -t tmpfs -o size=64k tmpfs {disk} && exec {sys.executable} -c '{BUILD}' {image_root}"
+    returncode, output = run_to_file(["unshare", "-rm", "sh", "-c", script], disk, tmp_path)
+    assert returncode == 0, output
+    assert "Traceback" not in output and "Bus error" not in output
+    warnings = [line for line in output.splitlines() if "cannot use the cache" in line]
+    assert len(warnings) == 1 and "No space left on device" in warnings[0], output
+    built = json.loads(output.splitlines()[-1])
+    assert built["train"] == 24  # decoded in memory instead
+    assert [name for name in built["cache"] if not name.endswith(".lock")] == []  # nothing half-written
+
+
+def test_sigterm_while_decoding_into_the_cache_leaves_nothing_half_written(image_root, tmp_path):
+    # SLURM's or Kubernetes's SIGTERM in the middle of the first decoding: the process still ends by
+    # the signal, as before, but the half-built cache folder (gigabytes, for a big tree) is gone.
+    terminated = BUILD.replace("from cnnbench.data import build_data", textwrap.dedent("""
+        import signal, time
+        from cnnbench.data import build_data, cache
+        real = cache._decode_files
+        def terminating(*arguments):  # in a decoding worker: its parent gets SIGTERM
+            os.kill(os.getppid(), signal.SIGTERM)
+            time.sleep(0.5)
+            return real(*arguments)
+        cache._decode_files = terminating
+    """))
+    folder = tmp_path / "cache"
+    returncode, output = run_to_file([sys.executable, "-c", terminated, str(image_root)], folder, tmp_path)
+    assert returncode == -signal.SIGTERM, output
+    assert "Traceback" not in output
+    assert [path.name for path in folder.iterdir() if not path.name.endswith(".lock")] == []
+
+
+def test_a_half_built_cache_a_killed_process_left_is_deleted_by_the_next_build(compose_config, image_root,
+                                                                                 cache_dir):
+    from cnnbench.runtime.host import HOST
+
+    folder_data(compose_config, image_root)
+    (folder,) = caches(cache_dir)
+    shutil.rmtree(folder)
+    left = cache_dir / f".{folder.name}.{HOST}.{2**22 + 12345}.0123abcd.tmp"  # no such process
+    left.mkdir()
+    (left / "pixels.u8").write_bytes(b"\0" * 1000)
+    folder_data(compose_config, image_root)
+    left_now = sorted(path.name for path in cache_dir.iterdir() if not path.name.endswith(".lock"))
+    assert left_now == [folder.name]
 
 
 def test_cache_false_decodes_in_memory_and_writes_nothing(compose_config, image_root, cache_dir):

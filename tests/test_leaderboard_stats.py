@@ -276,3 +276,41 @@ def test_the_pareto_front_is_the_points_nothing_beats():
     # images/s: more is better, so the front runs the other way
     assert pareto_front([(100, 0.9), (300, 0.85), (200, 0.80)], more_is_better=True) == [0, 1]
     assert pareto_front([(1, 0.5), (1, 0.5)]) == [0, 1]  # equal points: neither beats the other
+
+
+# ---------------------------------------------------------------- files of the user's (#23)
+
+def users_picture(path: Path) -> None:
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(path)  # a PNG of the user's: no marker of cnnbench's
+
+
+@pytest.mark.parametrize("name", ["leaderboard.md", "leaderboard.csv", CURVES])
+def test_a_report_never_replaces_a_leaderboard_file_it_did_not_write(tmp_path, capsys, name):
+    make_row(tmp_path, "lenet", [0.8, 0.9])
+    mine = tmp_path / name
+    if name.endswith(".png"):
+        users_picture(mine)
+    else:
+        mine.write_text("# Leaderboard\n\nmy own notes on these runs\n")
+    before = mine.read_bytes()
+    with pytest.raises(SystemExit) as refused:
+        report.main([str(tmp_path)])
+    assert refused.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"cnnbench-report: error: {mine} exists and was not written by cnnbench-report; "
+                           f"move it out of {tmp_path}")
+    assert mine.read_bytes() == before  # the release before wrote over it
+    others = {"leaderboard.md", "leaderboard.csv", CURVES, COST} - {name}
+    assert not any((tmp_path / other).exists() for other in others)  # refused before writing any
+
+
+def test_a_report_replaces_its_own_files_and_those_of_the_release_before(tmp_path):
+    make_row(tmp_path, "lenet", [0.8, 0.9])
+    report.main([str(tmp_path)])
+    report.main([str(tmp_path)])  # each of its files says it is cnnbench's
+    for name in (CURVES, COST):  # the release before drew its pictures without the marker
+        Image.open(tmp_path / name).convert("RGB").save(tmp_path / name)
+    make_row(tmp_path, "mlp", [0.5, 0.6])
+    report.main([str(tmp_path)])  # known by the leaderboard.md of cnnbench's that shows them
+    assert "| mlp |" in (tmp_path / "leaderboard.md").read_text()
+    assert Image.open(tmp_path / COST).info.get("Software") == "cnnbench-report"

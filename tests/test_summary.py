@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from cnnbench.cli.summary import summarize
+from cnnbench.errors import CnnbenchError
 
 
 def test_lenet_summary_on_fashion_mnist_matches_the_textbook(compose_config):
@@ -26,6 +27,12 @@ def test_summary_follows_resize_and_channels(compose_config):
     assert text.splitlines()[0] == "resnet18 on fashion_mnist: input 1x96x96, 10 classes"
     # torchvision's 11,689,512 with a 1-channel 7x7 stem (-6,272) and a 10-class head (-507,870)
     assert "total parameters: 11,175,370" in text
+
+
+def test_summary_of_images_too_small_for_the_model_names_the_smallest_size(compose_config):
+    with pytest.raises(CnnbenchError, match=r"^data.image_size=4: lenet cannot take 4x4 images; the smallest "
+                                            r"it takes is 12x12: use data.image_size=12 or more$"):
+        summarize(compose_config("model=lenet", "data=fake", "data.image_size=4"))
 
 
 @pytest.mark.slow

@@ -66,6 +66,20 @@ def test_run_folder_names_say_what_the_run_is():
     assert "/" not in run_folder("lenet", "imagefolder", "data.image_size=64_x=a/b", 0)
     long_a, long_b = (run_folder("lenet", "fake", f"{'x' * 300}{end}", 0) for end in "ab")
     assert len(long_a) <= 200 and long_a != long_b  # cut, and still distinct
+    # file systems count bytes: 150 characters of 2 bytes each fit 200 characters, not 255 bytes
+    wide_a, wide_b = (run_folder("lenet", "fake", f"+data.note={'é' * 150}{end}", 0) for end in "ab")
+    assert len(wide_a.encode()) <= 255 and wide_a != wide_b and wide_a.startswith("lenet_fake_+data.note=éé")
+    assert len(run_folder("lenet", "fake", "x" + "é" * 200, 0).encode()) <= 255  # no character cut in two
+    assert run_folder("lenet", "fake", "é" * 100, 0) == f"lenet_fake_{'é' * 100}_seed=0"  # fits: as it was
+
+
+def test_a_sweep_whose_folder_names_are_long_in_bytes_runs(tmp_path):
+    # a value of multi-byte characters: the run folder's name stopped the sweep with ENAMETOOLONG
+    note = "é" * 150
+    result = sweep("model=mlp", *SMALL, "epochs=1", f'+data.note="{note}"', cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = [path for path in (tmp_path / SWEEP_DIR).iterdir() if path.is_dir()]
+    assert (run_dir / "metrics.json").exists() and run_dir.name.startswith("mlp_fake_+data.note=")
 
 
 def test_the_run_folder_decides_skip_resume_or_fresh(tmp_path):
@@ -88,13 +102,13 @@ def test_the_run_folder_decides_skip_resume_or_fresh(tmp_path):
 
 
 def test_any_exception_fails_only_its_job(tmp_path, compose_config, monkeypatch, capsys):
-    def broken_train(cfg, run_dir, resume):
+    def broken_train(cfg, run_dir, resume, check_claim):
         raise RuntimeError("out of memory\nmore detail")
 
     cfg = compose_config("data=fake")
     journal = tmp_path / ".jobs" / "this-sweep"  # where the jobs of one sweep note what they did
     assert sweeps.run_job(cfg, tmp_path / "a", broken_train, journal / "0.json") is None
-    assert sweeps.run_job(cfg, tmp_path / "b", lambda cfg, run_dir, resume: {"best_val_acc": 0.5},
+    assert sweeps.run_job(cfg, tmp_path / "b", lambda cfg, run_dir, *_: {"best_val_acc": 0.5},
                           journal / "1.json") == 0.5
     assert sweeps.run_job(cfg, tmp_path / "b", broken_train, journal / "2.json") is None  # two jobs, one folder
     error = capsys.readouterr().err.splitlines()
@@ -234,7 +248,7 @@ def test_report_rebuilds_the_leaderboard_and_names_unreadable_runs(two_by_two, t
     report.main([str(folder)])
     output = capsys.readouterr()
     assert output.err.splitlines() == [
-        f"cnnbench-report: warning: {corrupt}: metrics.json is damaged or not a cnnbench metrics file; "
+        f"cnnbench-report: warning: {corrupt / 'metrics.json'} is damaged (not JSON: truncated?); "
         "left out of the table"]
     # no metrics.json, a last.pt and no process at it: a rerun resumes it
     assert f"stale: {missing.name}: stopped; rerun its sweep" in output.out
@@ -254,6 +268,70 @@ def test_report_rebuilds_the_leaderboard_and_names_unreadable_runs(two_by_two, t
         report.main([str(tmp_path / "missing-folder")])
     assert no_runs.value.code == 2
     assert "cnnbench-report: error:" in capsys.readouterr().err
+
+
+# A field the readers use, damaged as a disk, an editor or someone else's script may leave it
+# (issue #23): (what changes in metrics.json, what the warning says is wrong).
+DAMAGE = {
+    "seed-a-list": ({"seed": [1]}, "seed is [1], not an integer"),
+    "epochs-done-text": ({"epochs_done": "1"}, 'epochs_done is "1", not an integer >= 0'),
+    "best-acc-nan": ({"best_val_acc": float("nan")}, "best_val_acc is NaN, not a finite number or null"),
+    "history-not-records": ({"history": [1.0]}, "history is [1.0], not a list of one object per epoch"),
+    "history-no-epoch": ({"history": [{"val_acc": 0.5}]}, "history is "),
+    "time-to-accuracy": ({"time_to_accuracy": {"0.90": {"seconds": "fast"}}}, "time_to_accuracy is "),
+    "provenance-text": ({"provenance": "laptop"}, 'provenance is "laptop", not an object'),
+    "parameters-negative": ({"parameters": -5}, "parameters is -5, not an integer >= 0 or null"),
+    "no-status": ({"status": None}, 'no "status": not a cnnbench metrics file'),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE, ids=list(DAMAGE))
+def test_a_damaged_metrics_field_is_named_once_and_left_out_never_a_traceback(tmp_path, capsys, damage):
+    from test_leaderboard_stats import make_row
+
+    make_row(tmp_path, "lenet", [0.8, 0.9])
+    make_row(tmp_path, "mlp", [0.5, 0.6])
+    damaged = tmp_path / "mlp_seed=1" / "metrics.json"
+    change, said = DAMAGE[damage]
+    metrics = {**json.loads(damaged.read_text()), **change}
+    damaged.write_text(json.dumps({k: v for k, v in metrics.items() if v is not None}))
+    report.main([str(tmp_path)])
+    output = capsys.readouterr()
+    [line] = output.err.splitlines()  # one line, no traceback
+    assert line.startswith(f"cnnbench-report: warning: {damaged} is damaged ({said}")
+    assert line.endswith("); left out of the table")
+    rows = {row["model"]: row for row in read_leaderboard(tmp_path)}
+    assert (rows["lenet"]["seeds"], rows["mlp"]["seeds"]) == ("2", "1")
+    assert "3 runs: 3 finished" in output.out
+
+
+def test_a_sweep_into_a_folder_with_a_damaged_metrics_file_names_it_and_resumes_that_run(two_by_two,
+                                                                                          tmp_path):
+    cwd, _ = two_by_two
+    shutil.copytree(cwd / SWEEP_DIR, tmp_path / SWEEP_DIR)
+    damaged = next((tmp_path / SWEEP_DIR).glob("lenet*seed=0")) / "metrics.json"
+    damaged.write_text(json.dumps({**json.loads(damaged.read_text()), "epochs_done": "1"}))
+    rerun = sweep("model=lenet,mlp", "seed=0,1", *SMALL, "epochs=1", cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "Traceback" not in rerun.stderr
+    warnings = [line for line in rerun.stderr.splitlines() if "damaged" in line]
+    assert warnings == [f"cnnbench: warning: {damaged.relative_to(tmp_path)} is damaged (epochs_done is "
+                        '"1", not an integer >= 0): left out; the run counts as unfinished']
+    assert "4 runs: 0 trained, 1 resumed, 3 skipped, 0 failed" in rerun.stdout
+    assert metrics_of(damaged.parent)["epochs_done"] == 1  # written again by the resumed run
+
+
+def test_a_sweep_into_a_folder_with_the_users_own_leaderboard_md_keeps_it(tmp_path):
+    (tmp_path / "sw").mkdir()
+    mine = tmp_path / "sw" / "leaderboard.md"
+    mine.write_text("# Leaderboard\n\nwhat I measured by hand\n")
+    result = sweep("model=mlp", *SMALL, "epochs=1", "hydra.sweep.dir=sw", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr  # the runs themselves are done
+    [line] = [line for line in result.stderr.splitlines() if "error" in line]
+    assert line.startswith("cnnbench: error: sw/leaderboard.md exists and was not written by cnnbench-report")
+    assert line.endswith("(the runs are done; the leaderboard was not written)")
+    assert mine.read_text() == "# Leaderboard\n\nwhat I measured by hand\n"
+    assert "1 runs: 1 trained, 0 resumed, 0 skipped, 0 failed" in result.stdout
 
 
 # ---------------------------------------------------------------- the leaderboard's rows

@@ -179,3 +179,18 @@ def test_debug_overfit_drives_one_batch_loss_to_about_zero(compose_config, idx_r
     cfg = mnist_run(compose_config, idx_root, "debug=overfit")
     metrics = train(cfg, tmp_path / "run")
     assert metrics["final_train_loss"] < 0.05 and metrics["final_val_acc"] == 1.0
+
+
+def test_one_cycle_takes_every_step_of_a_run_with_a_warmup_of_half_steps(compose_config, tmp_path):
+    # 5 epochs of 1 step, 2.5 epochs of warmup: rounding the steps after warmup (2.5 -> 2) left
+    # one-cycle a step short of the run, which it refused with a traceback at the last step
+    cfg = compose_config("data=fake", "data.num_train=32", "data.num_val=16", "batch_size=32", "epochs=5",
+                         "warmup_epochs=2.5", "scheduler=onecycle", "device=cpu")
+    assert train(cfg, tmp_path / "run")["epochs_done"] == 5
+
+
+def test_a_one_cycle_shorter_than_the_run_is_refused_in_one_line(compose_config, tmp_path):
+    cfg = compose_config("data=fake", "data.num_train=64", "data.num_val=16", "batch_size=32", "epochs=2",
+                         "scheduler=onecycle", "scheduler.total_steps=2", "device=cpu")
+    with pytest.raises(CnnbenchError, match=r"scheduler.total_steps=2 is fewer than the 4 optimizer steps"):
+        train(cfg, tmp_path / "run")

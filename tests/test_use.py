@@ -23,7 +23,7 @@ from cnnbench.data import build_data
 from cnnbench.engine.checkpoint import load_checkpoint
 from cnnbench.engine.train import train
 from cnnbench.errors import CnnbenchError
-from cnnbench.files import check_output
+from cnnbench.files import check_output, written_by
 from cnnbench.inference.checkpoints import rebuild_model
 from cnnbench.inference.evaluate import evaluate_checkpoint
 from cnnbench.inference.export import export
@@ -290,6 +290,32 @@ def test_predict_command_names_the_corrupt_file_and_writes_csv(trained, tmp_path
     assert only_corrupt.returncode == 2 and "none of the 1 input file(s)" in only_corrupt.stderr
 
 
+def test_predict_writes_file_names_that_are_not_utf8_as_their_bytes(trained, tmp_path):
+    images, names = tmp_path / "images", [b"caf\xe9.png", b"\xff\xfe.png"]
+    images.mkdir()
+    try:
+        for name in names:
+            Image.new("L", (28, 28), 128).save(os.fsdecode(os.fsencode(images) + b"/" + name), "PNG")
+    except OSError:
+        pytest.skip("this file system takes only UTF-8 file names")
+    # PYTHONIOENCODING=utf-8: stdout as strict as in an en_US.UTF-8 locale (C.UTF-8 is lenient)
+    result = subprocess.run([sys.executable, "-m", "cnnbench.cli.predict", f"ckpt={trained.best}",
+                             "inputs=images", "out=preds.csv"], cwd=tmp_path, capture_output=True,
+                            timeout=120, env={**os.environ, "PYTHONPATH": str(REPO),
+                                              "PYTHONIOENCODING": "utf-8"})
+    assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr
+    assert all(b"images/" + name in result.stdout for name in names)  # the console: their own bytes
+    with open(tmp_path / "preds.csv", newline="", encoding="utf-8", errors="surrogateescape") as file:
+        written = [os.fsencode(row["file"]) for row in csv.DictReader(file)]
+    assert sorted(written) == sorted(b"images/" + name for name in names)  # the CSV: the same bytes
+    check_output(tmp_path / "preds.csv", "cnnbench-predict")  # still known as predict's own, to replace
+    rows, _ = predict(trained.best, find_images(str(images)))
+    write_predictions(rows, tmp_path / "preds.json", str(trained.best))
+    saved = json.loads((tmp_path / "preds.json").read_text())  # JSON: surrogateescape's escapes
+    assert sorted(os.fsencode(row["file"]) for row in saved["predictions"]) == \
+        sorted(os.fsencode(images) + b"/" + name for name in names)
+
+
 def test_predict_sees_images_as_training_did(trained, tmp_path):
     # Validation images saved as PNGs must get the model's own probabilities on the in-memory batch.
     checkpoint = load_checkpoint(trained.best)
@@ -389,8 +415,30 @@ def test_export_exits_1_when_the_file_does_not_reproduce_the_model(tmp_path, com
 def test_export_refuses_unknown_formats_and_overwriting_the_checkpoint(trained):
     with pytest.raises(CnnbenchError, match="format='tflite' is not supported: use onnx or torchscript"):
         export(trained.best, "tflite")
-    with pytest.raises(CnnbenchError, match="exists; give out= a new name ending in .torchscript.pt"):
+    with pytest.raises(CnnbenchError, match="exists and was not written by cnnbench-export; give out= a new "
+                                            "name ending in .torchscript.pt"):
         export(trained.best, "torchscript", out=trained.best)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
+@pytest.mark.parametrize("file_format, name", [("onnx", "best.onnx"), ("torchscript", "best.torchscript.pt")])
+def test_export_replaces_its_own_export_and_never_a_users_file_of_that_name(trained, tmp_path, call_tool,
+                                                                           file_format, name):
+    if file_format == "onnx":
+        require_module("onnxruntime", "pip install 'cnnbench[onnx]'")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.pt").write_bytes(trained.best.read_bytes())
+    (run / name).write_bytes(b"a model of the user's own, from another tool")
+    refused = call_tool("export", f"ckpt={run / 'best.pt'}", f"format={file_format}")
+    assert_one_line_error(refused, "cnnbench-export", f"{run / name} exists and was not written by "
+                                                      "cnnbench-export")
+    assert (run / name).read_bytes() == b"a model of the user's own, from another tool"
+    (run / name).unlink()
+    for _ in range(2):  # its own export, replaced by the next one
+        done = call_tool("export", f"ckpt={run / 'best.pt'}", f"format={file_format}")
+        assert done.returncode == 0, done.stderr
+    assert written_by(run / name) == "cnnbench-export"
 
 
 # ---------------------------------------------------------------- checkpoints that are refused

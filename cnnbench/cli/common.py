@@ -44,11 +44,23 @@ def console_command(main: Callable[..., None]) -> Callable[..., None]:
         # A log line into the closed pipe is dropped instead of printing "--- Logging error ---"
         # to stderr: a run whose output nobody reads any more still finishes and saves its files.
         logging.raiseExceptions = False
+        # A file name that is not UTF-8 (os.listdir gives its bytes as surrogates) is printed as its
+        # own bytes, as `ls` prints it to a pipe, where a strict locale would fail the print.
+        if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
+            sys.stdout.reconfigure(errors="surrogateescape")
         try:
             main(*args, **kwargs)
         except BrokenPipeError:
             exit_on_closed_pipe()
     return entry_point
+
+
+def lossless_log_files() -> None:
+    """Make the log files Hydra opened for this job (run.log) write a file name that is not UTF-8
+    as its own bytes: a strict file handler drops the whole line (a skipped image's warning)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and hasattr(handler.stream, "reconfigure"):
+            handler.stream.reconfigure(errors="surrogateescape")
 
 
 def exit_on_closed_pipe() -> NoReturn:

@@ -15,8 +15,9 @@ from torch import nn
 from cnnbench.cli.common import console_command, exit_on_closed_pipe, fail, hydra_command_line
 from cnnbench.config.checks import check_config
 from cnnbench.config.keys import model_name
-from cnnbench.data.shapes import input_shape
+from cnnbench.config.shapes import input_shape
 from cnnbench.engine.build import build_model
+from cnnbench.engine.model_input import check_image_size
 from cnnbench.errors import CnnbenchError
 from cnnbench.models.cost import macs, parameters
 
@@ -48,8 +49,13 @@ def summarize(cfg: DictConfig) -> str:
     """The printed summary of cfg.model on one image of cfg.data's shape."""
     channels, height, width, classes = input_shape(cfg.data)
     # shapes only: pretrained weights (model.weights) would change no number here, nor need fetching
-    model = build_model(cfg.model, load_weights=False, num_classes=classes, in_channels=channels,
-                        image_size=[height, width])
+
+    def build(size: list[int]) -> nn.Module:
+        return build_model(cfg.model, load_weights=False, num_classes=classes, in_channels=channels,
+                           image_size=size)
+
+    model = build([height, width])
+    check_image_size(model, cfg, channels, height, width, torch.device("cpu"), build)
     images = torch.zeros(1, channels, height, width)
     rows = layer_table(model, images)
     per_image = macs(model, images)

@@ -17,18 +17,20 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from cnnbench.cli.arguments import CommandLine, missing_plugin, resume_arguments, torchrun_arguments
-from cnnbench.cli.common import console_command, fail, hydra_command_line, os_error
+from cnnbench.cli.common import console_command, fail, hydra_command_line, lossless_log_files, os_error
 from cnnbench.config.checks import check_config
 from cnnbench.config.keys import model_name
 from cnnbench.engine.run_folder import find_resume_checkpoint, refuse_existing_run
 from cnnbench.errors import CnnbenchError, Interrupted, SweepFailed
-from cnnbench.files import write_text_whole
+from cnnbench.files import refuse_links, write_text_whole
 from cnnbench.sweep import jobs, journal
 from cnnbench.sweep.claims import claim, refuse_if_claimed
+from cnnbench.sweep.folders import RUN_FOLDER_FILES
 
 
 @hydra.main(version_base="1.3", config_path="pkg://cnnbench.conf", config_name="config")
 def _run(cfg: DictConfig) -> float | None:
+    lossless_log_files()  # Hydra has just opened this job's run.log
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -38,16 +40,17 @@ def _run(cfg: DictConfig) -> float | None:
         return jobs.run_job(cfg, run_dir, _train, entry)
     try:
         # The run's folder is this process's while it trains (under torchrun, rank 0 holds it for all).
-        with claim(run_dir) if distributed_rank() == 0 else contextlib.nullcontext() as stale:
-            if stale:
-                print(f"cnnbench: taking over {run_dir}: {stale.gone()}", file=sys.stderr, flush=True)
-            metrics = _train(cfg, run_dir)
+        with claim(run_dir) if distributed_rank() == 0 else contextlib.nullcontext() as ours:
+            if ours and ours.stale:
+                print(f"cnnbench: taking over {run_dir}: {ours.stale.gone()}", file=sys.stderr, flush=True)
+            metrics = _train(cfg, run_dir, check_claim=ours.check if ours else None)
     except CnnbenchError as error:
         fail(str(error))
     return metrics["best_val_acc"]  # what a sweeper (e.g. Optuna) maximises
 
 
-def _train(cfg: DictConfig, run_dir: Path, resume: bool | str | None = None) -> dict[str, Any]:
+def _train(cfg: DictConfig, run_dir: Path, resume: bool | str | None = None,
+           check_claim: Callable[[], None] | None = None) -> dict[str, Any]:
     record = hydra_record(cfg, run_dir)
     try:
         check_config(cfg)
@@ -55,7 +58,7 @@ def _train(cfg: DictConfig, run_dir: Path, resume: bool | str | None = None) -> 
         # --help should answer at once.
         from cnnbench.engine.train import train
 
-        return train(cfg, run_dir, resume, accepted=record)
+        return train(cfg, run_dir, resume, accepted=record, check_claim=check_claim)
     except Exception:
         if HydraConfig.get().mode == RunMode.MULTIRUN and not (run_dir / ".hydra").exists():
             record()  # a new sweep job that failed: its folder still says what it was (the leaderboard reads it)
@@ -136,7 +139,9 @@ def main() -> None:
         line = resume_arguments(line)
         folder, resume = line.value("hydra.run.dir"), line.value("resume", False)
         if folder is not None and distributed_rank() == 0:
-            # before Hydra starts, which creates the folder and its run.log
+            # before Hydra starts, which creates the folder and its run.log (through any link
+            # planted there)
+            refuse_links(Path(str(folder)), RUN_FOLDER_FILES)
             refuse_if_claimed(Path(str(folder)))  # a run live in another process
             if resume is False:
                 refuse_existing_run(Path(str(folder)))

@@ -2,6 +2,7 @@
 job's share of the cores and its GPU, a sweep job's folder name, and the keys left out of it."""
 
 import hashlib
+import os
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -17,7 +18,9 @@ def _steps(epochs: float, *, _root_: DictConfig) -> int:
 
 def _decay_steps(*, _root_: DictConfig) -> int:
     # The steps a scheduler runs after warmup, so that e.g. cosine reaches eta_min at the end.
-    return max(1, round((_root_.epochs - _root_.warmup_epochs) * _root_.steps_per_epoch))
+    # the run's steps less the warmup's as build_optimizer counts them (rounding the difference
+    # instead could leave one step fewer than the run takes: one-cycle then stops the run)
+    return max(1, _root_.epochs * _root_.steps_per_epoch - round(_root_.warmup_epochs * _root_.steps_per_epoch))
 
 
 def _threads_per_job(jobs: int) -> int:
@@ -34,18 +37,23 @@ def _device_for_job(job_number: int, jobs_per_gpu: int) -> str:
     return f"cuda:{(int(job_number) // int(jobs_per_gpu)) % gpus}" if gpus else "auto"
 
 
-# File systems allow 255 bytes in a name; a longer run name is cut, and a hash of the whole
-# name keeps it distinct from every other.
+# A run name longer than this many characters is cut, and a hash of the whole name keeps it
+# distinct from every other...
 MAX_NAME_LENGTH = 200
+# ... and so is one longer than file systems allow in a name, in bytes (é takes 2 in UTF-8).
+MAX_NAME_BYTES = 255
 
 
 def run_folder(model: str, data: str, overrides: str, seed: Any) -> str:
     """A sweep job's folder name: model, data, other overrides, seed: `mlp_fake_optimizer.lr=0.01_seed=0`."""
     name = "_".join(str(part) for part in (model, data, overrides, f"seed={seed}") if str(part))
     name = name.replace("/", "_")  # a path in a value (data.root=a/b) must not nest folders
-    if len(name) > MAX_NAME_LENGTH:
-        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
-        name = f"{name[:MAX_NAME_LENGTH - 9]}_{digest}"
+    if len(name) > MAX_NAME_LENGTH or len(os.fsencode(name)) > MAX_NAME_BYTES:
+        digest = hashlib.sha1(os.fsencode(name)).hexdigest()[:8]
+        # cut in characters as it always was (a rerun finds its folders), then in bytes, leaving out
+        # whole a character the cut would split
+        head = os.fsencode(name[:MAX_NAME_LENGTH - 9])[:MAX_NAME_BYTES - 9].decode("utf-8", "ignore")
+        name = f"{head}_{digest}"
     return name
 
 

@@ -69,11 +69,7 @@ def build_data(cfg: DictConfig, *, batch_size: int, seed: int, device: torch.dev
         permutation = pixel_permutation(*splits["train"][0].shape[-2:], cfg.get("permute_seed", 0))
         splits = {split: (permute_pixels(images, permutation), labels)
                   for split, (images, labels) in splits.items()}
-    channels = splits["train"][0].shape[1]
-    for key in ("mean", "std"):
-        if len(cfg[key]) != channels:
-            raise CnnbenchError(f"data.{key} has {len(cfg[key])} values; {cfg.name} images have "
-                                f"{channels} channel(s): give one value per channel")
+    channels = splits["train"][0].shape[1]  # as the config says: config/checks.py checked mean and std
     native = tuple(splits["train"][0].shape[-2:])
     resize = (cfg.resize, cfg.resize) if isinstance(cfg.resize, int) else tuple(cfg.resize or native)
     streams = {}

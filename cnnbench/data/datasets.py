@@ -8,6 +8,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 
@@ -15,6 +16,8 @@ from cnnbench.data.cache import cached_splits, default_cache_dir
 from cnnbench.data.splits import Batch
 from cnnbench.errors import CnnbenchError
 
+# A real batch is 30.7 MB (10,000 images of 3 x 32 x 32 bytes, their labels and file names).
+MAX_CIFAR_BATCH_BYTES = 64 * 2**20
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck"]
 
@@ -110,9 +113,10 @@ def load_idx_dataset(cfg: DictConfig) -> tuple[dict[str, Batch], list[str]]:
         for split, (images_name, labels_name) in IDX_FILES.items():
             images = read_idx(idx_file(folder, images_name))
             labels = read_idx(idx_file(folder, labels_name)).long()
-            if images.ndim != 3 or len(images) != len(labels):
+            if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
                 raise CnnbenchError(f"{folder}: {images_name} holds {tuple(images.shape)} images but "
-                                    f"{labels_name} holds {len(labels)} labels")
+                                    f"{labels_name} holds {tuple(labels.shape)} labels")
+            check_labels(labels, len(classes), idx_file(folder, labels_name))
             splits[split] = (images.unsqueeze(1), labels)  # add the channel axis
         return splits
 
@@ -149,20 +153,57 @@ class _ArraysOnly(pickle.Unpickler):
 
 def _read_cifar_batch(path: Path) -> Batch:
     try:
+        size = path.stat().st_size
+        if size > MAX_CIFAR_BATCH_BYTES:  # unpickled whole into memory: say so before reading it
+            raise CnnbenchError(f"{path} holds {size / 2**20:,.0f} MB; a CIFAR-10 batch holds about 30 MB "
+                                "(10,000 images of 3x32x32): replace the file")
         with open(path, "rb") as file:
             entry = _ArraysOnly(file, encoding="bytes").load()
-        data, labels = entry[b"data"], entry.get(b"labels", entry.get(b"fine_labels"))
-        images = torch.as_tensor(data, dtype=torch.uint8)
     except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError,
             AttributeError) as error:
         raise CnnbenchError(f"{path} is not a readable CIFAR-10 batch ({error}); replace the file") from None
-    if images.ndim != 2 or images.shape[1] != 3 * 32 * 32 or len(labels) != len(images):
-        raise CnnbenchError(f"{path}: expected N x 3072 pixels and N labels, found "
-                            f"{tuple(images.shape)} and {len(labels)} labels")
-    labels = torch.as_tensor(labels, dtype=torch.long)
-    if len(labels) and (labels.min() < 0 or labels.max() > 9):
-        raise CnnbenchError(f"{path}: labels must be in 0..9, found {labels.min()}..{labels.max()}")
-    return images.view(-1, 3, 32, 32), labels
+    data = entry.get(b"data") if isinstance(entry, dict) else None
+    labels = entry.get(b"labels", entry.get(b"fine_labels")) if isinstance(entry, dict) else None
+    # checked before anything is converted: a cast would wrap pixels above 255 and cut labels of 1.5
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        found = _kind(data)
+        raise CnnbenchError(f"{path}: expected its b'data' to be N x 3072 pixels of uint8, found {found}; "
+                            "replace the file")
+    if not _integers(labels) or len(labels) != len(data):
+        found = f"{len(labels)} labels" if _integers(labels) else _kind(labels)
+        raise CnnbenchError(f"{path}: expected its b'labels' to be {len(data)} integers, one per image, "
+                            f"found {found}; replace the file")
+    labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    check_labels(labels, 10, path)
+    return torch.from_numpy(data).view(-1, 3, 32, 32), labels
+
+
+def _integers(values: object) -> bool:
+    """Whether `values` is a list or array of integers (what a CIFAR-10 batch's labels are)."""
+    if isinstance(values, np.ndarray):
+        return values.ndim == 1 and values.dtype.kind in "iu"
+    return isinstance(values, list | tuple) and all(
+        isinstance(value, int | np.integer) and not isinstance(value, bool) for value in values)
+
+
+def _kind(values: object) -> str:
+    """What a batch holds where an array or list was expected, in words."""
+    if isinstance(values, np.ndarray):
+        return f"an array of {values.dtype} shaped {values.shape}"
+    if isinstance(values, list | tuple):
+        odd = next((value for value in values if not isinstance(value, int | np.integer)
+                    or isinstance(value, bool)), None)
+        return f"a list of {len(values)} holding {type(odd).__name__}" if odd is not None else \
+            f"a list of {len(values)}"
+    return "nothing" if values is None else type(values).__name__
+
+
+def check_labels(labels: torch.Tensor, classes: int, path: Path) -> None:
+    """Refuse labels outside 0..classes-1 in one line naming the file (the loss would index out of
+    range in the first batch that holds one, or on a GPU stop the process)."""
+    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        raise CnnbenchError(f"{path}: labels must be in 0..{classes - 1}, found {int(labels.min())}.."
+                            f"{int(labels.max())}; replace the file")
 
 
 def load_cifar10(cfg: DictConfig) -> tuple[dict[str, Batch], list[str]]:

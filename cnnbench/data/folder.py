@@ -5,6 +5,7 @@ import copy
 import hashlib
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,9 @@ from cnnbench.data.cache import Decoded, check_readable, decoded_images, default
 from cnnbench.data.images import ImageFiles, scan_class_folders, tree_identity
 from cnnbench.data.loader import EpochSamples, data_loader, sample_transform
 from cnnbench.data.memory import MemoryLoader, process_rank
-from cnnbench.data.splits import Data, hold_out, split_record, stratified_split
+from cnnbench.data.splits import Data, hold_out, split_record, stratified_split, stratified_subset
 from cnnbench.errors import CnnbenchError
+from cnnbench.runtime.host import memory_bytes
 
 log = logging.getLogger("cnnbench")
 
@@ -44,11 +46,18 @@ def build_image_folder(cfg: DictConfig, batch_size: int, seed: int, num_workers:
     size = (cfg.image_size, cfg.image_size) if isinstance(cfg.image_size, int) else tuple(cfg.image_size)
     parts = split_tree(cfg, root, mode, size, seed)
     train_set, train_indices = parts[0][1], parts[0][2]
-    if cfg.train_limit:
-        parts[0] = ("train", train_set, train_indices[:cfg.train_limit])
+    if cfg.train_limit:  # drawn by the seed the split is drawn by
+        split_seed = cfg.split_seed if cfg.get("val_split") is not None else seed  # (0.1: the run's)
+        parts[0] = ("train", train_set, stratified_subset(train_set.targets, train_indices, cfg.train_limit,
+                                                          split_seed))
     if len(train_set.classes) < 2:
         raise CnnbenchError(f"data.root={root} has {len(train_set.classes)} class folder "
                             f"({', '.join(train_set.classes)}); classification needs at least 2")
+    if any(name == "test" and not indices for name, _, indices in parts):
+        log.warning("%s: too few images to hold out a test split (data.test_split): the run is scored on its "
+                    "validation split only", root)
+        parts = [part for part in parts if part[0] != "test" or part[2]]
+    refuse_empty_parts(cfg, root, parts)
     channels = 1 if cfg.grayscale else 3
     if cfg.loader == "torch":
         duplicates = duplicates_across(parts, file_digest)
@@ -127,6 +136,20 @@ def split_tree(cfg: DictConfig, root: Path, mode: str, size: tuple[int, int], se
     return [("train", train, kept), *sorted(parts, key=lambda part: order[part[0]])]
 
 
+def refuse_empty_parts(cfg: DictConfig, root: Path, parts: list[Part]) -> None:
+    """Refuse, in one line naming each class's images, a split the tree is too small to fill: a
+    part that would hold nothing scores nothing, or trains nothing."""
+    train = parts[0][1]
+    for name, _, indices in parts:
+        if not indices:
+            amount = {"val": "data.val_split", "test": "data.test_split"}.get(name, "data.train_limit")
+            raise CnnbenchError(
+                f"data.root={root}: the {SPLIT_WORDS[name]} split would be empty: the classes hold "
+                f"{class_counts(train)} image(s), and {amount} holds out a class's share only where it "
+                "keeps one of its images for training; add images, set "
+                f"{amount} higher (a count), or split them yourself into train/, val/ and test/ folders")
+
+
 def held_out_of(targets: list[int], among: list[int], amount: float, seed: int) -> tuple[list[int], list[int]]:
     """hold_out over the items `among` (indices into `targets`): (kept, held out), as indices."""
     kept, held = hold_out([targets[i] for i in among], amount, seed)
@@ -169,8 +192,11 @@ def cached_loaders(cfg: DictConfig, parts: list[Part], trees: dict[tuple, tuple[
         training = name == "train"
         decoded, pixels, where = trees[files.root, stored_size(cfg, name, size)]
         rows = split_rows(decoded, files, indices)
-        what = SPLIT_WORDS[name]
-        log.info("%s: %s %s images of %dx%d, %s", files.root, f"{len(rows):,}", what,
+        if not len(rows):
+            raise CnnbenchError(f"data.root={files.root}: the {SPLIT_WORDS[name]} split is empty: none of its "
+                                f"{len(indices)} image(s) could be read (data.bad_images=skip left them out); "
+                                "replace them or add readable ones")
+        log.info("%s: %s %s images of %dx%d, %s", files.root, f"{len(rows):,}", SPLIT_WORDS[name],
                  *stored_size(cfg, name, size), where)
         loader = MemoryLoader(pixels, decoded.labels, batch_size, mean=list(cfg.mean), std=list(cfg.std),
                               shuffle=training, seed=seed, augment=augment if training else None, size=size,
@@ -238,6 +264,12 @@ def place(decoded: Decoded, budget: int, device: torch.device) -> tuple[torch.Te
     return pixels.to(device, copy=True), f"held in {device} memory, {size}, from the cache {decoded.folder}"
 
 
+def class_counts(files: ImageFiles) -> str:
+    """How many images each class holds, in words: `cat 1, dog 1, fox 1`."""
+    counts = Counter(files.targets)
+    return ", ".join(f"{name} {counts[label]}" for label, name in enumerate(files.classes))
+
+
 def chosen(files: ImageFiles, indices: list[int]) -> set[str]:
     return {files.samples[index][0] for index in indices}
 
@@ -256,10 +288,7 @@ def memory_budget(gigabytes: float | None, device: torch.device) -> int:
         return int(gigabytes * 2**30)
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory // 4
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
-    except (ValueError, OSError, AttributeError):  # not a POSIX system
-        return 2**32
+    return (memory_bytes() or 2**34) // 4  # not a POSIX system: 4 GiB
 
 
 def other_images(cfg: DictConfig, recorded: dict[str, Any] | None, recorded_root: str | None) -> str | None:

@@ -119,6 +119,12 @@ class EpochDataLoader(DataLoader):
         """Choose the epoch whose shuffle order to replay, and the batch to start at."""
         self.sampler.set_epoch(epoch, start * self.batch_size)
 
+    def smallest_batch(self) -> int:
+        """The fewest images a batch of an epoch holds: the last one, when it is not dropped
+        (unreadable images left out may leave fewer)."""
+        count = len(self.sampler)
+        return self.batch_size if self.drop_last else count - (len(self) - 1) * self.batch_size
+
     @property
     def files(self) -> list[str] | None:
         """The image files this loader serves, in order (None when its images are not files)."""

@@ -54,6 +54,11 @@ class MemoryLoader:
         count = shard_size(len(self.labels), self.rank, self.world, self.shuffle) / self.batch_size
         return math.floor(count) if self.drop_last else math.ceil(count)
 
+    def smallest_batch(self) -> int:
+        """The fewest images a batch of an epoch holds: the last one, when it is not dropped."""
+        count = shard_size(len(self.labels), self.rank, self.world, self.shuffle)
+        return self.batch_size if self.drop_last else count - (len(self) - 1) * self.batch_size
+
     def __iter__(self) -> Iterator[Batch]:
         device = self.device
         # One generator per epoch: resuming at any epoch replays exactly the same batches.
@@ -102,6 +107,10 @@ class OneBatch:
 
     def __len__(self) -> int:
         return 1
+
+    def smallest_batch(self) -> int:
+        """The one batch's size."""
+        return len(self.batch[1])
 
     def __iter__(self) -> Iterator[Batch]:
         yield self.batch

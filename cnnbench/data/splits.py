@@ -29,6 +29,9 @@ class Batches(Protocol):
 
     def __iter__(self) -> Iterator[Batch]: ...
 
+    def smallest_batch(self) -> int:
+        """The fewest images a batch of an epoch holds (BatchNorm cannot train on one)."""
+
 
 @dataclass
 class Data:
@@ -55,46 +58,63 @@ class Data:
         return len(self.classes)
 
 
+def _shuffled_by_class(targets: Sequence[int], indices: Sequence[int], generator: torch.Generator
+                       ) -> dict[int, list[int]]:
+    """`indices` grouped by their class in `targets`, each class's in a random order of `generator`."""
+    by_class: dict[int, list[int]] = {}
+    for index in indices:
+        by_class.setdefault(targets[index], []).append(index)
+    return {target: [members[i] for i in torch.randperm(len(members), generator=generator).tolist()]
+            for target, members in sorted(by_class.items())}
+
+
 def stratified_split(targets: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Split indices into train/val keeping each class's share; at least one of each per class."""
     generator = torch.Generator().manual_seed(seed)
-    by_class: dict[int, list[int]] = {}
-    for index, target in enumerate(targets):
-        by_class.setdefault(target, []).append(index)
     train, val = [], []
-    for target in sorted(by_class):
-        indices = by_class[target]
-        shuffled = [indices[i] for i in torch.randperm(len(indices), generator=generator).tolist()]
-        n_val = min(max(1, round(len(indices) * val_fraction)), len(indices) - 1)
+    for shuffled in _shuffled_by_class(targets, range(len(targets)), generator).values():
+        n_val = min(max(1, round(len(shuffled) * val_fraction)), len(shuffled) - 1)
         val += shuffled[:n_val]
         train += shuffled[n_val:]
     return sorted(train), sorted(val)
+
+
+def _quotas(sizes: dict[int, int], count: int) -> dict[int, int]:
+    """Each class's share of `count` items, for classes of `sizes` items: proportional, rounded so
+    that the shares add up to `count` (largest remainders; ties to the lower class)."""
+    total = sum(sizes.values())
+    exact = {label: count * size / total for label, size in sizes.items()}
+    quota = {label: math.floor(share) for label, share in exact.items()}
+    for label in sorted(exact, key=lambda label: (quota[label] - exact[label], label))[:count - sum(quota.values())]:
+        quota[label] += 1
+    return quota
 
 
 def hold_out(targets: Sequence[int], amount: float, seed: int) -> tuple[list[int], list[int]]:
     """The indices of `targets` as (kept, held out): `amount` of them held out, a fraction
     (0 < amount < 1) or a count (a whole number >= 1), every class in its share (stratified), chosen
     by `seed` alone; each class keeps at least one. Both lists in index order."""
-    by_class: dict[int, list[int]] = {}
-    for index, target in enumerate(targets):
-        by_class.setdefault(int(target), []).append(index)
-    total = len(targets)
-    count = min(round(amount * total) if amount < 1 else int(amount), total)
-    # each class's share of `count`, rounded so that the shares add up to it (largest remainder)
-    exact = {label: len(members) * count / total for label, members in by_class.items()}
-    shares = {label: math.floor(share) for label, share in exact.items()}
-    by_remainder = sorted(by_class, key=lambda label: (shares[label] - exact[label], label))
-    for label in by_remainder[:count - sum(shares.values())]:
-        shares[label] += 1
-    generator = torch.Generator().manual_seed(seed)
+    targets = [int(target) for target in targets]
+    count = min(round(amount * len(targets)) if amount < 1 else int(amount), len(targets))
+    by_class = _shuffled_by_class(targets, range(len(targets)), torch.Generator().manual_seed(seed))
+    quota = _quotas({label: len(members) for label, members in by_class.items()}, count)
     kept, held = [], []
-    for label in sorted(by_class):
-        members = by_class[label]
-        share = min(shares[label], len(members) - 1)  # never a class's last item
-        order = torch.randperm(len(members), generator=generator).tolist()
-        held += [members[i] for i in order[:share]]
-        kept += [members[i] for i in order[share:]]
+    for label, members in by_class.items():
+        share = min(quota[label], len(members) - 1)  # never a class's last item
+        held += members[:share]
+        kept += members[share:]
     return sorted(kept), sorted(held)
+
+
+def stratified_subset(targets: Sequence[int], indices: Sequence[int], count: int, seed: int) -> list[int]:
+    """`count` of `indices`, each class keeping its share of them (rounded by largest remainders),
+    drawn at random by `seed`: the first N files of an image folder would be its first classes only.
+    Drawn from `indices` alone, after the split: the subset never moves an image between splits."""
+    if count >= len(indices):
+        return list(indices)
+    by_class = _shuffled_by_class(targets, indices, torch.Generator().manual_seed(seed))
+    quota = _quotas({target: len(members) for target, members in by_class.items()}, count)
+    return sorted(index for target, members in by_class.items() for index in members[:quota[target]])
 
 
 def split_record(members: dict[str, list], how: dict[str, Any],

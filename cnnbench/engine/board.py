@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
-from cnnbench.engine.figures import confusion_image, curves_image, image_grid
+from cnnbench.engine.figures import confusion_image, curves_image, image_grid, write_png
 from cnnbench.engine.validation import per_class_accuracy
 
 SCALARS = ("train_loss", "train_acc", "val_loss", "val_acc")
@@ -79,10 +79,11 @@ class Board:
         # run_name=".": the hparams land beside this run's scalars, not in a new sub-folder
         self.writer.add_hparams(hparams, metrics, run_name=".")
         self.writer.close()
+        # written whole: never through a link someone left at either name
         if history:
-            curves_image(history).save(self.run_dir / "curves.png")
+            write_png(self.run_dir / "curves.png", curves_image(history))
         if confusion:
-            confusion_image(confusion, self.classes).save(self.run_dir / "confusion_matrix.png")
+            write_png(self.run_dir / "confusion_matrix.png", confusion_image(confusion, self.classes))
 
     def _image(self, tag: str, image: Image.Image, step: int = 0) -> None:
         self.writer.add_image(tag, np.asarray(image), step, dataformats="HWC")

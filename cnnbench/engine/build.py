@@ -2,7 +2,6 @@
 the model alone by `build_model`. The one place that calls Hydra's `instantiate`."""
 
 import copy
-import functools
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ from cnnbench.config.keys import model_name
 from cnnbench.config.trust import check_plain
 from cnnbench.data import OneBatch, build_data
 from cnnbench.engine.ema import WeightAverage
+from cnnbench.engine.model_input import check_model_input
 from cnnbench.engine.state import Run
 from cnnbench.errors import CnnbenchError
 from cnnbench.models.registry import registered_builder, takes_weights
@@ -63,8 +63,13 @@ def build_model(model_cfg: DictConfig | dict[str, Any], source: str | None = Non
         return builder(**options, **shape)
     except (InstantiationException, TypeError) as error:
         # e.g. an option the builder does not take (+model.depth=3)
-        cause = error.__cause__ or error if isinstance(error, InstantiationException) else error
-        raise CnnbenchError(f"model: {name} cannot be built: {str(cause).splitlines()[0]}") from None
+        raise CnnbenchError(f"model: {name} cannot be built: {why_not_built(error)}") from None
+
+
+def why_not_built(error: Exception) -> str:
+    """The first line of what stopped Hydra's instantiate (it wraps the builder's own error)."""
+    cause = error.__cause__ or error if isinstance(error, InstantiationException) else error
+    return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
 
 
 def registered_model(model_cfg: Any, source: str) -> tuple[Any, dict[str, Any]]:
@@ -104,20 +109,41 @@ def parameter_groups(cfg: DictConfig, model: nn.Module) -> Any:
 
 def build_optimizer(cfg: DictConfig, model: nn.Module):
     """The optimizer and per-step scheduler the config names, with optional linear warmup."""
-    # _convert_="all": plain lists in the optimizer's state, so checkpoints stay plain data.
-    optimizer = instantiate(cfg.optimizer, _convert_="all")(parameter_groups(cfg, model))
-    schedule = instantiate(cfg.scheduler, _convert_="all")
+    optimizer = built("optimizer", cfg.optimizer, parameter_groups(cfg, model))
+    options = {}
     if "max_lr" in cfg.scheduler and len(optimizer.param_groups) > 1:
         # one-cycle sets every group's rate from max_lr: each group its own, in the groups' ratio
         rates = [group["lr"] for group in optimizer.param_groups]
-        schedule = functools.partial(schedule, max_lr=[cfg.scheduler.max_lr * rate / rates[0] for rate in rates])
+        options["max_lr"] = [cfg.scheduler.max_lr * rate / rates[0] for rate in rates]
     warmup_steps = round(cfg.warmup_epochs * cfg.steps_per_epoch)
-    if warmup_steps == 0:
-        return optimizer, schedule(optimizer)
-    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / warmup_steps,
-                                               total_iters=warmup_steps)
-    return optimizer, torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, schedule(optimizer)],
+    main = built("scheduler", cfg.scheduler, optimizer, **options) if warmup_steps == 0 else None
+    if warmup_steps:
+        warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / warmup_steps,
+                                                   total_iters=warmup_steps)
+        main = built("scheduler", cfg.scheduler, optimizer, **options)
+    # one-cycle raises at the step past its total: say so now, not in the middle of the run
+    steps_after_warmup = cfg.epochs * cfg.steps_per_epoch - warmup_steps
+    total = getattr(main, "total_steps", None)
+    if isinstance(total, int) and total < steps_after_warmup:
+        raise CnnbenchError(f"scheduler.total_steps={total} is fewer than the {steps_after_warmup:,} optimizer "
+                            "steps this run takes after its warmup: leave it at ${decay_steps:}, or give more")
+    if not warmup_steps:
+        return optimizer, main
+    return optimizer, torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, main],
                                                             milestones=[warmup_steps])
+
+
+def built(group: str, group_cfg: DictConfig, *arguments: Any, **options: Any) -> Any:
+    """The optimizer or scheduler `group_cfg` names (a partial), called with `arguments` and
+    `options` (which replace the config's own); one line naming the group when torch refuses its
+    options (+optimizer.foo=1, a dampening with Nesterov)."""
+    try:
+        # _convert_="all": plain lists in the optimizer's state, so checkpoints stay plain data.
+        return instantiate(group_cfg, _convert_="all")(*arguments, **options)
+    except (InstantiationException, TypeError, ValueError) as error:
+        target = str(group_cfg.get("_target_", "?")).rsplit(".", 1)[-1]
+        raise CnnbenchError(f"{group}: {target} cannot be built from these options: {why_not_built(error)}") \
+            from None
 
 
 def build_run(cfg: DictConfig, resuming: bool = False) -> Run:
@@ -161,6 +187,10 @@ def build_run(cfg: DictConfig, resuming: bool = False) -> Run:
         # Debugging: learn one fixed batch (the first validation batch, so no augmentation) and
         # validate on it; a model and loop that work drive its loss to about zero.
         data.train = data.val = OneBatch(next(iter(data.val)))
+    # the sizes tried only to name the smallest that works: shapes, no weights to read
+    check_model_input(unwrap(model), cfg, data, device, lambda size: build_model(
+        cfg.model, load_weights=False, num_classes=data.num_classes, in_channels=data.in_channels,
+        image_size=size))
     # the scheduler configs count in these steps
     cfg = run_config(cfg, steps_per_epoch=min(len(data.train), cfg.limit_batches or len(data.train)))
     optimizer, scheduler = build_optimizer(cfg, model)

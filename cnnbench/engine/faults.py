@@ -11,6 +11,7 @@ import threading
 from types import FrameType
 
 import torch
+from torch import nn
 
 from cnnbench.errors import CnnbenchError
 from cnnbench.runtime import distributed
@@ -119,3 +120,13 @@ class LossWatch:
         if first_bad >= 0:
             raise DivergedError(f"the training loss became NaN or infinite at epoch {self.epoch + 1}, "
                                 f"step {first_bad + 1}; {HINT}; or on_nan=skip_batch to leave such batches out")
+
+
+def check_weights(model: nn.Module, epoch: int, step: int) -> None:
+    """Stop the run if any weight (or BatchNorm statistic) is NaN or infinite: one isfinite per
+    tensor and one wait for the device. `epoch` epochs done and `step` steps into the next."""
+    tensors = [*model.parameters(), *(buffer for buffer in model.buffers() if buffer.is_floating_point())]
+    if not tensors or torch.stack([tensor.detach().isfinite().all() for tensor in tensors]).all():
+        return
+    where = f"at epoch {epoch + 1}, step {step}" if step else f"in epoch {epoch}"
+    raise DivergedError(f"the weights became NaN or infinite {where}, with every loss read finite; {HINT}")

@@ -10,16 +10,29 @@ pictures it gets are drawn about that wide, so their text is not shrunk there.
 import colorsys
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+from PIL.PngImagePlugin import PngInfo
+
+from cnnbench import files
 
 WHITE, BLACK, GREY, LIGHT = (255, 255, 255), (30, 30, 30), (110, 110, 110), (225, 225, 225)
 BLUE, ORANGE = (31, 119, 180), (255, 127, 14)  # train, validation: the colours plots usually use
 FONT_SIZE = 16
 TILE = 96  # an image tile of a grid, in pixels: small images are enlarged to it, big ones shrunk
 CARD_WIDTH = 360  # about the width TensorBoard shows an image at
+
+
+def write_png(path: Path, image: Image.Image, software: str = "cnnbench") -> None:
+    """A picture as a PNG file, whole or not at all: a reader never sees half of one, and a link
+    at its name is replaced, never written through. It names the tool that drew it (a tEXt chunk
+    "Software", which files.written_by reads)."""
+    marker = PngInfo()
+    marker.add_text("Software", software)
+    files.write_whole(path, lambda file: image.save(file, format="PNG", pnginfo=marker))
 
 
 def font(size: int = FONT_SIZE) -> ImageFont.ImageFont:

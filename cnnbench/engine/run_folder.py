@@ -10,6 +10,13 @@ from cnnbench.errors import CnnbenchError
 CHECKPOINTS = ("last.pt", "best.pt")
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.json"
+SPLIT_FILE = "split.json"
+PICTURES = ("curves.png", "confusion_matrix.png")
+RUN_FILES = (*CHECKPOINTS, METRICS_FILE, CONFIG_FILE, SPLIT_FILE, *PICTURES)
+# What Hydra writes in a run folder (the console log: hydra.job.name is "run"), with a plain
+# open() (through a link), and what cnnbench writes for it once a run is accepted: the composed
+# config and its overrides.
+HYDRA_FILES = (".hydra", ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "run.log")
 
 
 def refuse_existing_run(run_dir: Path) -> None:

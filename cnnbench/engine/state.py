@@ -98,7 +98,8 @@ class EpochSums:
     """This process's loss, correct answers and images of the epoch in progress, and its seconds.
 
     The sums stay on the device: reading them (.item()) would make the host wait for the device
-    every step. A run resumed mid-epoch starts from the sums its checkpoint saved for this process.
+    every step. A run resumed mid-epoch starts from the sums its checkpoint saved for this process
+    (see `share`).
     """
 
     def __init__(self, device: torch.device, saved: dict[str, Any] | None = None) -> None:
@@ -106,12 +107,24 @@ class EpochSums:
         self.loss = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
         self.seen, seconds = 0, 0.0
-        if saved:  # every process's sums, in rank order
-            rank = distributed.rank()
-            self.loss += saved["loss"][rank].to(device)
-            self.correct += saved["correct"][rank].to(device)
-            self.seen, seconds = saved["seen"][rank], saved["seconds"]
+        if saved:
+            loss, correct, self.seen = self.share(saved, distributed.rank(), distributed.world_size())
+            self.loss += loss.to(device)
+            self.correct += correct.to(device)
+            seconds = saved["seconds"]
         self.clock = time.perf_counter() - seconds
+
+    @staticmethod
+    def share(saved: dict[str, Any], rank: int, world: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Process `rank`'s part of the sums a checkpoint saved (every process's, in rank order):
+        its own; or, saved by another number of processes (checkpoint.restore_rng says so in its
+        note), rank 0 takes them all and the others none, so the epoch's totals still count every
+        image once whatever the number of processes now."""
+        if len(saved["seen"]) == world:
+            return saved["loss"][rank], saved["correct"][rank], int(saved["seen"][rank])
+        if rank == 0:
+            return saved["loss"].sum(), saved["correct"].sum(), int(sum(saved["seen"]))
+        return torch.zeros(()), torch.zeros((), dtype=torch.long), 0
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         """One step's batch: its mean loss, its logits and labels."""

@@ -19,7 +19,7 @@ from cnnbench.config.checks import check_config
 from cnnbench.config.keys import model_name
 from cnnbench.data.folder import other_images
 from cnnbench.engine.board import Board
-from cnnbench.engine.build import Run, build_run
+from cnnbench.engine.build import build_run
 from cnnbench.engine.checkpoint import (
     checkpoint_state,
     load_checkpoint,
@@ -28,11 +28,11 @@ from cnnbench.engine.checkpoint import (
     save_checkpoint,
     write_json,
 )
-from cnnbench.engine.faults import LossWatch, StopSignals
+from cnnbench.engine.faults import LossWatch, StopSignals, check_weights
 from cnnbench.engine.metrics import hparams, minor_page_faults, summarise
 from cnnbench.engine.resume import continued_config, refuse_changes
 from cnnbench.engine.run_folder import find_resume_checkpoint
-from cnnbench.engine.state import EpochSums, RunState
+from cnnbench.engine.state import EpochSums, Run, RunState
 from cnnbench.engine.validation import misclassified, per_class_accuracy, score_test, validate
 from cnnbench.errors import CnnbenchError, Interrupted
 from cnnbench.models.cost import parameters
@@ -44,12 +44,15 @@ log = logging.getLogger("cnnbench")
 
 
 def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None = None,
-          accepted: Callable[[], None] | None = None) -> dict[str, Any]:
+          accepted: Callable[[], None] | None = None, check_claim: Callable[[], None] | None = None
+          ) -> dict[str, Any]:
     """Train cfg.model on cfg.data; leave checkpoints, TensorBoard events and metrics.json in run_dir.
 
     `resume_from`: a run folder or checkpoint to continue, True for run_dir's own last.pt, False
     for a new run; None: as cfg.resume says. `accepted()` is called once the run is accepted (its
     config checked, a checkpoint to resume matched), before anything is written in run_dir.
+    `check_claim`: called before every write of a run file; it raises (and the run stops) when
+    run_dir is no longer this process's (sweep/claims.py).
     """
     run_dir = Path(run_dir)
     check_config(cfg)  # bad values fail here, before any data is loaded
@@ -71,10 +74,18 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
     state = RunState()
     if saved:
         state = resume(saved, checkpoint_path, run)
+
+    def still_ours() -> None:
+        # another copy of a sweep may have taken the folder over meanwhile: then nothing more is written
+        if check_claim is not None:
+            check_claim()
+
     if accepted:
+        still_ours()
         accepted()
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        still_ours()
         remove_unfinished_writes(run_dir)
         write_json(OmegaConf.to_container(cfg, resolve=True), run_dir / "config.json")
         write_json(data.split, run_dir / "split.json")  # which images went where
@@ -88,9 +99,16 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
         data.train.set_epoch(0)
         board.training_batch(*next(iter(data.train)))
 
-    def save_last() -> None:
+    def save(name: str) -> None:
+        # A finite loss does not make finite weights (a step can overflow them): never save those.
+        # Every process checks (their weights are the same), so that all stop together.
+        check_weights(model, state.epoch, state.step)
         if main:
-            save_checkpoint(checkpoint_state(run, state), run_dir / "last.pt")
+            still_ours()
+            save_checkpoint(checkpoint_state(run, state), run_dir / name)
+
+    def save_last() -> None:
+        save("last.pt")
 
     confusion: list[list[int]] = []
     with StopSignals() as signals:
@@ -118,10 +136,10 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
             log.info("epoch %d/%d  train loss %.4f acc %.4f  %s  %.0f img/s  %.1f s", epoch + 1, cfg.epochs,
                      record["train_loss"], record["train_acc"], validation_words(record), record["images_per_sec"],
                      record["epoch_time_s"])
-            if state.record_best(record, cfg.ema.best_by if run.ema else "live") and main:
-                save_checkpoint(checkpoint_state(run, state), run_dir / "best.pt")
+            if state.record_best(record, cfg.ema.best_by if run.ema else "live"):
+                save("best.pt")
             save_last()
-            if main:
+            if main:  # (save_last has just checked the claim)
                 write_json(summarise(cfg, state, parameter_count, device, data, None, finished=False),
                            run_dir / "metrics.json")
 
@@ -131,6 +149,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
     test = score_test(run, run_dir / "best.pt") if state.history else None
     metrics = summarise(cfg, state, parameter_count, device, data, test, finished=True)
     if main:
+        still_ours()
         write_json(metrics, run_dir / "metrics.json")
         final = {f"hparam/{key}": metrics[key] for key in ("best_val_acc", "final_val_acc", "test_acc")
                  if metrics[key] is not None}
@@ -141,7 +160,9 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
     log.info("%s. Checkpoints: %s", result_words(metrics), run_dir.absolute())
     if distributed.launched_by_torchrun():
         # every process says what it measured: all must agree, the metrics were all-reduced
-        print(f"rank {distributed.rank()}: best val acc {metrics['best_val_acc']:.6f}", flush=True)
+        measured = ("best val acc", metrics["best_val_acc"]) if metrics["best_val_acc"] is not None \
+            else ("test acc", metrics["test_acc"] or 0.0)
+        print(f"rank {distributed.rank()}: {measured[0]} {measured[1]:.6f}", flush=True)
         distributed.stop()
     return metrics
 

@@ -2,6 +2,7 @@
 batch of the run's validation images (random inputs when the dataset is not on this machine)."""
 
 import importlib.util
+import io
 import warnings
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from cnnbench import files
 from cnnbench.data import build_data
 from cnnbench.errors import CnnbenchError
 from cnnbench.inference.checkpoints import open_checkpoint, rebuild_model
@@ -40,14 +42,17 @@ def check_inputs(checkpoint: dict) -> tuple[torch.Tensor, str]:
 
 
 def export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> nn.Module:
-    """Trace the model into a TorchScript file and load it back."""
+    """Trace the model into a TorchScript file (written whole, saying it is cnnbench-export's) and
+    load it back."""
     with warnings.catch_warnings():
         # torch.jit is deprecated in favour of torch.export, but its files still load in C++ and
         # in older PyTorch. The tracer's warnings are about shape checks, and the input shape is
         # fixed to the training size, so those branches are constant.
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        torch.jit.save(torch.jit.trace(model, example), str(path))
+        buffer = io.BytesIO()
+        torch.jit.save(torch.jit.trace(model, example), buffer, _extra_files={files.WRITTEN_BY: TOOL})
+        files.write_whole(path, lambda file: file.write(buffer.getbuffer()))
         return torch.jit.load(str(path))
 
 
@@ -62,12 +67,15 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path):
     try:
         # The torch.export-based exporter (the default since PyTorch 2.9; the TorchScript-based
         # one is deprecated). Dim("batch"): any batch size, not only the example's.
-        # external_data=False: weights inside the one .onnx file, not in a .onnx.data beside it.
-        torch.onnx.export(model, (example,), str(path), dynamo=True, external_data=False, verbose=False,
-                          input_names=["images"], output_names=["logits"],
-                          dynamic_shapes=({0: torch.export.Dim("batch")},))
+        program = torch.onnx.export(model, (example,), None, dynamo=True, verbose=False,
+                                    input_names=["images"], output_names=["logits"],
+                                    dynamic_shapes=({0: torch.export.Dim("batch")},))
+        proto = program.model_proto
     except Exception as error:  # the exporter raises many types; all mean the same to a user
         raise CnnbenchError(f"ONNX export failed: {str(error).strip().splitlines()[0]}") from None
+    proto.metadata_props.add(key=files.WRITTEN_BY, value=TOOL)  # what tells a later export its file
+    # the weights inside the one .onnx file (not in a .onnx.data beside it), written whole
+    files.write_whole(path, lambda file: file.write(proto.SerializeToString()))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return lambda images: torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
 
@@ -80,9 +88,9 @@ def export(ckpt: str | Path, file_format: str, out: str | Path | None = None, we
     suffix = FORMATS[file_format]
     ckpt = Path(ckpt)
     path = Path(out) if out else ckpt.with_name(ckpt.stem + suffix)
-    # Overwrite only an earlier export, never a checkpoint or another file of the user's.
-    if path.exists() and not path.name.endswith(suffix):
-        raise CnnbenchError(f"{path} exists; give out= a new name ending in {suffix}")
+    # Overwrite only an earlier export, never a checkpoint or another file of the user's (a
+    # best.onnx of their own): before the work
+    files.check_output(path, TOOL, what=f"give out= a new name ending in {suffix}")
     checkpoint = open_checkpoint(ckpt)
     model = rebuild_model(checkpoint, ckpt, weights=weights)
     images, source = check_inputs(checkpoint)

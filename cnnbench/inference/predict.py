@@ -4,6 +4,7 @@ RGB, resized to the training size, normalised with the run's mean and std)."""
 
 import csv
 import glob
+import io
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from cnnbench.data import IMAGE_ERRORS, IMAGE_EXTENSIONS, permute_pixels, pixel_
 from cnnbench.data.images import open_image as decode_image
 from cnnbench.engine.checkpoint import write_json
 from cnnbench.errors import CnnbenchError
+from cnnbench.files import write_text_whole
 from cnnbench.inference.checkpoints import open_checkpoint, rebuild_model
 from cnnbench.runtime.device import select_device
 
@@ -79,12 +81,15 @@ def write_predictions(rows: list[dict[str, Any]], out: Path, ckpt: str) -> None:
     # file,class_1,probability_1,...: the header files.check_output knows as this tool's (files.CSV_HEADERS)
     header = ["file"] + [f"{column}_{rank}" for rank in range(1, k + 1)
                          for column in ("class", "probability")]
-    with open(out, "w", newline="", encoding="utf-8") as file:
-        writer = csv.writer(file)
-        writer.writerow(header)
-        for row in rows:
-            writer.writerow([row["file"]] + [value for guess in row["top"]
-                                             for value in (guess["class"], f"{guess['probability']:.6f}")])
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([row["file"]] + [value for guess in row["top"]
+                                         for value in (guess["class"], f"{guess['probability']:.6f}")])
+    # whole, never through a link planted at out; a file name that is not UTF-8 is written as its own
+    # bytes (surrogateescape: read it back with the same errors= to get them again)
+    write_text_whole(out, text.getvalue())
 
 
 def open_image(path: str | Path, in_channels: int) -> Image.Image:

@@ -9,9 +9,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from cnnbench.errors import SweepFailed, say
-from cnnbench.leaderboard.table import rebuild_leaderboard
-from cnnbench.sweep.folders import shown
+from cnnbench.errors import CnnbenchError, SweepFailed, say
+from cnnbench.files import refuse_links
+from cnnbench.leaderboard.table import SWEEP_FILES, leaderboard_files, rebuild_leaderboard
+from cnnbench.sweep.folders import collect_runs, refuse_links_in_runs, shown
 from cnnbench.sweep.journal import forget_journal, new_sweep_id, summary_line, tally, this_sweep
 
 
@@ -20,13 +21,26 @@ class Leaderboard(Callback):
     sum up its jobs. Raises SweepFailed when a run failed (the command's exit status is then 1)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """A new journal for this sweep: its jobs, in this process or others, note what they did there."""
+        """A new journal for this sweep: its jobs, in this process or others, note what they did there.
+        Before that, a sweep folder (maybe someone else's) with a link where the sweep, its runs or
+        Hydra write is refused in one line, exit 2: nothing has been written yet."""
+        folder = Path(config.hydra.sweep.dir)
+        try:
+            refuse_links(folder, (*leaderboard_files(), *SWEEP_FILES))
+            refuse_links_in_runs(folder)
+        except CnnbenchError as error:
+            say(str(error))
+            raise SystemExit(2) from None  # an Exception here, Hydra would only warn and go on
         new_sweep_id()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Write leaderboard.csv and leaderboard.md in the sweep folder, print the table and the summary."""
         folder = Path(config.hydra.sweep.dir)
-        table, runs, problems = rebuild_leaderboard(folder)
+        try:
+            table, runs, problems = rebuild_leaderboard(folder)
+        except CnnbenchError as error:  # a file of the user's where the leaderboard goes: kept as it is
+            say(f"{error} (the runs are done; the leaderboard was not written)")
+            table, (runs, problems) = None, collect_runs(folder)
         for problem in problems:
             print(f"cnnbench: warning: {problem}", file=sys.stderr)
         if table:

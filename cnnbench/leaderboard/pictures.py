@@ -17,7 +17,6 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from cnnbench import files
 from cnnbench.engine.figures import (
     BLACK,
     FONT_SIZE,
@@ -31,11 +30,13 @@ from cnnbench.engine.figures import (
     scatter_panel,
     stack,
     wrap_text,
+    write_png,
 )
 from cnnbench.leaderboard.grouping import common_overrides, row_labels
 from cnnbench.leaderboard.statistics import mean, std
 
 CURVES, COST = "leaderboard_curves.png", "leaderboard_cost.png"
+WRITER = "cnnbench-report"  # the tool the pictures name as theirs (a sweep's end draws them too)
 WIDTH = 1000  # about a page's width in a browser or an editor's preview; text stays 16 px
 # (row key, axis label, whether more is better): the costs accuracy is drawn against
 COSTS = [("parameters", "parameters", False), ("macs", "MACs per image", False),
@@ -57,9 +58,9 @@ def write_sweep_figures(folder: Path, rows: list[dict[str, Any]]) -> dict[str, s
     written = {}
     curves = curves_figure([row for row, _ in shown], colours, entries, context)
     if curves:
-        write_png(folder / CURVES, curves)
+        write_png(folder / CURVES, curves, WRITER)
         written[CURVES] = "validation accuracy and loss against epoch, mean ± 1 std over seeds"
-    write_png(folder / COST, cost_figure([row for row, _ in shown], colours, entries, context))
+    write_png(folder / COST, cost_figure([row for row, _ in shown], colours, entries, context), WRITER)
     written[COST] = "best validation accuracy against parameters, MACs and images/s, with the Pareto front"
     return written
 
@@ -152,8 +153,3 @@ def _figure(title: str, context: str, plots: Image.Image, entries: list[tuple[st
     for number, (line, colour) in enumerate(lines):
         draw.text((10, 6 + number * step), line, font=typeface, fill=colour)
     return stack([header, plots, legend_image(WIDTH, entries)])
-
-
-def write_png(path: Path, image: Image.Image) -> None:
-    """A picture, whole or not at all, as the leaderboard's files: a reader never sees half of one."""
-    files.write_whole(path, lambda file: image.save(file, format="PNG"))

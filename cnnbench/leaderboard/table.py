@@ -18,11 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cnnbench.files import locked, write_text_whole
+from cnnbench.files import LEADERBOARD_SIGN, check_output, locked, write_text_whole, written_by
 from cnnbench.leaderboard import statistics as comparison
 from cnnbench.leaderboard.grouping import common_overrides, describe, group_key
 from cnnbench.leaderboard.statistics import mean, std
 from cnnbench.sweep.folders import RunInfo, collect_runs
+from cnnbench.sweep.journal import JOURNAL
 
 # The csv's columns, in order (--sort takes any of them); the csv holds raw values, one per cell.
 # statistics.py: the interval, the difference from the reference row and its p-value.
@@ -39,6 +40,35 @@ EMA_COLUMNS = ["best_val_acc_ema_mean", "best_val_acc_ema_std", "final_val_acc_e
 TIME_COLUMNS = ["time_to_{}_s_mean", "time_to_{}_epochs_mean", "time_to_{}_reached"]
 TEXT_COLUMNS = ("model", "data", "config", "hardware")
 STATUS_COLUMNS = ("finished", "running", "stale", "failed")
+LOCK_FILE = ".leaderboard.lock"
+# A sweep's other files in its folder: its journal, and Hydra's multirun.yaml (written with a
+# plain open(), through a link)
+SWEEP_FILES = (LOCK_FILE, JOURNAL, "multirun.yaml")
+
+
+def leaderboard_files() -> tuple[str, ...]:
+    """The files the leaderboard writes in its folder: the table's two and the pictures'."""
+    from cnnbench.leaderboard.pictures import COST, CURVES  # imported here: torch comes with it
+
+    return ("leaderboard.csv", "leaderboard.md", CURVES, COST)
+
+
+def refuse_others_files(folder: Path) -> None:
+    """Refuse, in one line and before anything is written, to replace a leaderboard file that
+    cnnbench did not write (a user's own leaderboard.md in the folder): each of ours says so
+    (files.written_by). A picture of the release before, which said nothing, is known by the
+    leaderboard.md of ours beside it that shows it."""
+    from cnnbench.leaderboard.pictures import WRITER
+
+    markdown = folder / "leaderboard.md"
+    ours = written_by(markdown) == WRITER if markdown.is_file() and not markdown.is_symlink() else False
+    shown = markdown.read_text(encoding="utf-8", errors="replace") if ours else ""
+    for name in leaderboard_files():
+        path = folder / name
+        earlier_picture = (name.endswith(".png") and f"]({name})" in shown and not path.is_symlink()
+                           and path.is_file() and written_by(path) is None)
+        if not earlier_picture:
+            check_output(path, WRITER, what=f"move it out of {folder}, which the leaderboard is written in,")
 
 
 def _number(style: str, value: Any) -> str:
@@ -137,7 +167,7 @@ def _count_macs(config: dict[str, Any], source: Path) -> int:
     import torch
     from omegaconf import OmegaConf
 
-    from cnnbench.data.shapes import input_shape
+    from cnnbench.config.shapes import input_shape
     from cnnbench.engine.build import build_model
     from cnnbench.models.cost import macs
 
@@ -255,8 +285,10 @@ def roll_call(runs: list[RunInfo], folder: Path) -> list[str]:
 
 def write_leaderboard(folder: Path, rows: list[dict[str, Any]], sort: str = "best_val_acc_mean",
                       ascending: bool = False, runs: list[RunInfo] = ()) -> str:
-    """Write folder/leaderboard.csv and folder/leaderboard.md, each replaced whole; return the
-    console table, with the failed runs and the roll call of `runs` not finished below it."""
+    """Write folder/leaderboard.csv and folder/leaderboard.md, each replaced whole (none when a file
+    of those names is not cnnbench's); return the console table, with the failed runs and the roll
+    call of `runs` not finished below it."""
+    refuse_others_files(folder)
     table = io.StringIO()
     writer = csv.writer(table)
     names = csv_columns(rows)
@@ -278,7 +310,7 @@ def write_leaderboard(folder: Path, rows: list[dict[str, Any]], sort: str = "bes
     note = comparison.hardware_note([m for row in rows for m in row["metrics"]])
     above = [f"**Note: {note}.**", ""] if note else []
     markdown = [f"# Leaderboard: {folder}", "",
-                "One row per configuration (runs that differ only by seed): accuracies are the mean ± the "
+                f"{LEADERBOARD_SIGN}: accuracies are the mean ± the "
                 "sample standard deviation over its finished runs; MACs per image. "
                 f"Sorted by {sort}, {order}." + (f" Every row also has: `{common}`." if common else ""),
                 "", *above, format_table(rows, markdown=True), ""]
@@ -303,7 +335,7 @@ def rebuild_leaderboard(folder: Path, sort: str = "best_val_acc_mean", ascending
     One process at a time: the processes of a sweep each rebuild it as they end, and the one that
     reads the run folders last must also write last, or an older view could overwrite a newer one.
     """
-    with locked(folder / ".leaderboard.lock"):
+    with locked(folder / LOCK_FILE):
         runs, problems = collect_runs(folder)
         table = None
         if runs:

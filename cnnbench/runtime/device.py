@@ -70,7 +70,7 @@ def seed_everything(seed: int, rank: int = 0) -> None:
     if rank:
         seed = seed * 1_000_003 + 104_729 * rank  # its own stream, the same on every launch
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed % 2**32)  # NumPy takes 32 bits, and a rank's seed may be larger
     torch.manual_seed(seed)
 
 

@@ -18,12 +18,14 @@ from typing import Any
 from omegaconf import DictConfig
 
 from cnnbench.errors import CnnbenchError, Interrupted, say
-from cnnbench.sweep.claims import Claimed, claim
+from cnnbench.files import write_text_whole
+from cnnbench.sweep.claims import Claimed, ClaimLost, claim
 from cnnbench.sweep.folders import ERROR_FILE, read_config, read_metrics, shown
 from cnnbench.sweep.journal import Job, note, read_journal
 
-# train(cfg, run_dir, resume): the run itself (engine/train.py), handed in by the command
-Train = Callable[[DictConfig, Path, bool], dict[str, Any]]
+# train(cfg, run_dir, resume, check_claim): the run itself (engine/train.py), handed in by the
+# command; check_claim, before each write of the run's, raises ClaimLost when the folder was taken over
+Train = Callable[[DictConfig, Path, bool, Callable[[], None]], dict[str, Any]]
 
 
 def plan(run_dir: Path, epochs: int) -> str:
@@ -81,10 +83,10 @@ def _job(cfg: DictConfig, run_dir: Path, train: Train, journal: Path | None) -> 
     if plan(run_dir, cfg.epochs) == "skip":  # nothing to claim
         return _skipped(run_dir)
     try:
-        with claim(run_dir) as stale:
-            if stale:
-                print(f"taking over {shown(run_dir)}: {stale.gone()}", flush=True)
-            return _claimed_job(cfg, run_dir, train)
+        with claim(run_dir) as ours:
+            if ours.stale:
+                print(f"taking over {shown(run_dir)}: {ours.stale.gone()}", flush=True)
+            return _claimed_job(cfg, run_dir, train, ours.check)
     except Claimed as busy:
         print(f"skipping {shown(run_dir)}: running in {busy.where}", flush=True)
         return Job(run_dir, "elsewhere", holder=busy.where)
@@ -92,7 +94,7 @@ def _job(cfg: DictConfig, run_dir: Path, train: Train, journal: Path | None) -> 
         return _failed(run_dir, str(error), write=False)
 
 
-def _claimed_job(cfg: DictConfig, run_dir: Path, train: Train) -> Job:
+def _claimed_job(cfg: DictConfig, run_dir: Path, train: Train, check_claim: Callable[[], None]) -> Job:
     # Planned again: another process may have finished the run since this one looked.
     action = plan(run_dir, cfg.epochs)
     if action == "skip":
@@ -100,7 +102,10 @@ def _claimed_job(cfg: DictConfig, run_dir: Path, train: Train) -> Job:
     (run_dir / ERROR_FILE).unlink(missing_ok=True)  # a failure of an earlier attempt no longer holds
     try:
         # the folder decides whether to resume, whatever resume= the command line gave
-        metrics = train(cfg, run_dir, action == "resume")
+        metrics = train(cfg, run_dir, action == "resume", check_claim)
+    except ClaimLost as lost:  # the run goes on in the process that took it over: not a failure
+        say(str(lost))
+        return Job(run_dir, "elsewhere", holder=lost.where)
     # Any exception: one job's bug or out-of-memory must not cost the other jobs their turn.
     # Ctrl-C (KeyboardInterrupt) is not an Exception and still stops the sweep.
     except Exception as error:
@@ -114,12 +119,12 @@ def _claimed_job(cfg: DictConfig, run_dir: Path, train: Train) -> Job:
 
 def _skipped(run_dir: Path) -> Job:
     print(f"skipping {shown(run_dir)}: finished", flush=True)
-    return Job(run_dir, "skipped", best_val_acc=read_metrics(run_dir)["best_val_acc"])
+    return Job(run_dir, "skipped", best_val_acc=(read_metrics(run_dir) or {}).get("best_val_acc"))
 
 
 def _failed(run_dir: Path, message: str, details: str = "", write: bool = True) -> Job:
     say(f"{shown(run_dir)}: {message}")
     if write:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / ERROR_FILE).write_text(f"{message}\n\n{details}" if details else f"{message}\n")
+        write_text_whole(run_dir / ERROR_FILE, f"{message}\n\n{details}" if details else f"{message}\n")
     return Job(run_dir, "failed", message)
