@@ -129,6 +129,58 @@ def write_image_folder(folder: Path, classes: tuple[str, ...] = ("cat", "dog", "
     return folder
 
 
+def torchvision_model(architecture: str, seed: int = 0) -> torch.nn.Module:
+    """torchvision's own `architecture` (resnet18, vgg11_bn, densenet121...) with random weights, and
+    random BatchNorm statistics and affine parameters (at their defaults BatchNorm is about the
+    identity, and a mix-up of its tensors would go unseen), in eval mode."""
+    import torchvision
+
+    torch.manual_seed(seed)
+    model = torchvision.models.get_model(architecture, weights=None)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def torchvision_cache_file(architecture: str, torch_home: Path) -> Path:
+    """Where torchvision's weight API keeps `architecture`'s default ImageNet weights under
+    TORCH_HOME: hub/checkpoints/<the file name of the weights' URL>."""
+    from torchvision.models import get_model_weights
+
+    return torch_home / "hub" / "checkpoints" / Path(get_model_weights(architecture).DEFAULT.url).name
+
+
+def write_torchvision_weights(architecture: str, path: Path, seed: int = 0) -> Path:
+    """A torchvision `architecture`'s state dict (torchvision_model) saved at `path`, as a user's
+    torch.save(model.state_dict(), path) or torchvision's cache holds one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(torchvision_model(architecture, seed).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def resnet18_weights(tmp_path_factory) -> Path:
+    """torchvision's ResNet-18 with random weights, saved as a state-dict file (model.weights=PATH)."""
+    return write_torchvision_weights("resnet18", tmp_path_factory.mktemp("weights") / "resnet18.pth")
+
+
+@pytest.fixture
+def torch_home(tmp_path: Path, monkeypatch, resnet18_weights: Path) -> Path:
+    """TORCH_HOME for this test, holding ResNet-18's weights where torchvision's weight API caches
+    them (model.weights=imagenet then reads them from there, without the network)."""
+    home = tmp_path / "torch-home"
+    cached = torchvision_cache_file("resnet18", home)
+    cached.parent.mkdir(parents=True)
+    cached.symlink_to(resnet18_weights)
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    return home
+
+
 @pytest.fixture
 def idx_root(tmp_path: Path) -> Path:
     """A data root holding MNIST in torchvision's layout: root/MNIST/raw/*.gz."""

@@ -44,6 +44,7 @@ def test_defaults_are_lenet_on_fashion_mnist(compose_config, monkeypatch):
         "data.root": "data", "data.loader": "memory", "data.resize": None, "data.train_limit": None,
         "data.augment.crop_padding": 0, "data.augment.hflip": False, "data.augment.color_jitter": 0.0,
         "data.permute_pixels": False, "data.permute_seed": 0,
+        "finetune.freeze_epochs": 0, "finetune.backbone_lr_scale": 1.0,
         # the optimizer and scheduler README names: SGD, momentum 0.9, Nesterov, weight decay 5e-4; cosine
         "optimizer._target_": "torch.optim.SGD", "optimizer.momentum": 0.9, "optimizer.nesterov": True,
         "optimizer.weight_decay": 5e-4, "scheduler._target_": "torch.optim.lr_scheduler.CosineAnnealingLR",

@@ -68,7 +68,7 @@ def test_there_is_a_preset_for_every_experiment_of_the_issue():
         "lenet_mnist", "mlp_vs_cnn", "d2l_lenet", "d2l_lenet_bn", "d2l_alexnet", "d2l_vgg11", "d2l_nin",
         "d2l_googlenet", "d2l_resnet18", "d2l_densenet", "vgg_cifar10", "resnet18_cifar10",
         "densenet121_cifar10", "vgg_cifar10_long", "resnet18_cifar10_long", "densenet121_cifar10_long",
-        "resdensenet_imagefolder", "fast_cifar10"}
+        "resdensenet_imagefolder", "fast_cifar10", "finetune_imagefolder", "finetune_cifar10"}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -80,9 +80,12 @@ def test_every_preset_says_what_it_reproduces(name):
 
 @pytest.mark.parametrize("name", [pytest.param(name, marks=[pytest.mark.slow] if name in SLOW_PRESETS else [])
                                   for name in EXPERIMENTS])
-def test_every_preset_composes_and_trains_two_steps(name, compose_config, data_root, image_root, tmp_path):
+def test_every_preset_composes_and_trains_two_steps(name, compose_config, data_root, image_root, tmp_path,
+                                                    request):
     preset = compose_config(f"experiment={name}", "data.root=/somewhere")
     check_config(preset)  # the recipe's own values are in range
+    if preset.model.get("weights") == "imagenet":  # torchvision's cache holds (random) weights: no network
+        request.getfixturevalue("torch_home")
     cfg = compose_config(f"experiment={name}", *tiny(preset.data.name, data_root, image_root))
     # only the size of the run changed: the model, optimizer and scheduler are the preset's
     for key in ("model", "optimizer", "scheduler", "data.name", "data.resize", "label_smoothing", "tta",

@@ -48,9 +48,11 @@ def layer_table(model: nn.Module, images: torch.Tensor) -> list[tuple[str, str, 
 def summarize(cfg: DictConfig) -> str:
     """The printed summary of cfg.model on one image of cfg.data's shape."""
     channels, height, width, classes = input_shape(cfg.data)
+    # shapes only: pretrained weights (model.weights) would change no number here, nor need fetching
 
     def build(size: list[int]) -> nn.Module:
-        return build_model(cfg.model, num_classes=classes, in_channels=channels, image_size=size)
+        return build_model(cfg.model, load_weights=False, num_classes=classes, in_channels=channels,
+                           image_size=size)
 
     model = build([height, width])
     check_image_size(model, cfg, channels, height, width, torch.device("cpu"), build)

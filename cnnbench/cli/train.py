@@ -19,6 +19,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from cnnbench.cli.arguments import CommandLine, missing_plugin, resume_arguments, torchrun_arguments
 from cnnbench.cli.common import console_command, fail, hydra_command_line, lossless_log_files, os_error
 from cnnbench.config.checks import check_config
+from cnnbench.config.keys import model_name
 from cnnbench.engine.run_folder import find_resume_checkpoint, refuse_existing_run
 from cnnbench.errors import CnnbenchError, Interrupted, SweepFailed
 from cnnbench.files import refuse_links, write_text_whole
@@ -94,6 +95,11 @@ def hydra_record(cfg: DictConfig, run_dir: Path) -> Callable[[], None]:
 def hydra_error_line(error: Exception, arguments: list[str]) -> str:
     """One line for what Hydra or OmegaConf refused (they say it in several), with the fix."""
     cause = error.__cause__
+    if isinstance(cause, ConfigKeyError | ConfigAttributeError) and "not in struct" in str(cause) \
+            and cause.full_key == "model.weights":  # a model with no pretrained weights: say which have them
+        from cnnbench.models.torchvision_weights import weights_refusal  # imports torch: on this error only
+
+        return weights_refusal(model_name(cause.parent_node or {}))
     if isinstance(cause, ConfigKeyError | ConfigAttributeError) and "not in struct" in str(cause):
         # a typo such as optimizer.learning_rate=0.1: name the keys that do exist there
         parent = cause.full_key.rpartition(".")[0]

@@ -80,6 +80,8 @@ _RANGES = [
     ("model.block_config", 1, math.inf, True, False, True),
     ("aux_loss_weight", 0, math.inf, True, False, False),
     ("ema.decay", 0, 1, True, False, False),
+    ("finetune.freeze_epochs", 0, math.inf, True, False, True),
+    ("finetune.backbone_lr_scale", 0, math.inf, False, False, False),
     ("data.accuracy_targets", 0, 1, False, True, False),
 ]
 
@@ -144,10 +146,12 @@ def _missing_keys(cfg: DictConfig, prefix: str = ""):
             yield from _missing_keys(cfg[key], f"{prefix}{key}.")
 
 
+_ABSENT = object()  # OmegaConf.select's answer for a missing key (None: a key set to null)
+
 # Keys that hold other keys (`early_stopping=3` would replace the group with a number), and one
 # key inside each, for the message.
 _SECTIONS = {"early_stopping": "patience", "checkpoint": "every_n_steps", "data.augment": "hflip",
-             "ema": "decay"}
+             "ema": "decay", "finetune": "freeze_epochs"}
 
 
 def _literal(cfg: DictConfig, key: str) -> Any:
@@ -204,8 +208,8 @@ def check_config(cfg: DictConfig) -> None:
     if missing:
         raise CnnbenchError(f"{missing[0]} is required: set it on the command line, e.g. {missing[0]}=VALUE")
     for key, inner in _SECTIONS.items():
-        value = OmegaConf.select(cfg, key, default={})
-        if not isinstance(value, DictConfig):
+        value = OmegaConf.select(cfg, key, default=_ABSENT)  # absent: a config saved before the section existed
+        if value is not _ABSENT and not isinstance(value, DictConfig):
             raise CnnbenchError(f"{key}={value!r} would replace a group of keys; set a key inside it, "
                                 f"e.g. {key}.{inner}={value}")
     for key, low, high, low_ok, high_ok, integer in _RANGES:
@@ -254,6 +258,7 @@ def check_config(cfg: DictConfig) -> None:
     if no_validation and (_literal(cfg, "early_stopping.patience") or 0) > 0:
         raise CnnbenchError("early_stopping.patience needs a validation split to watch, and this run has none "
                             "(data.val_split=0 chooses nothing): set data.val_split, or early_stopping.patience=0")
+    _check_finetuning(cfg)
     if _literal(cfg, "optimizer.nesterov") and _literal(cfg, "optimizer.dampening"):
         raise CnnbenchError(f"optimizer.dampening={_literal(cfg, 'optimizer.dampening')}: Nesterov momentum "
                             "(optimizer.nesterov=true) takes no dampening; set optimizer.dampening=0, or "
@@ -266,6 +271,22 @@ def check_config(cfg: DictConfig) -> None:
                             f"{cores}, or threads=null for all of them")
     if cfg.get("data") is not None and cfg.data.get("name") in SHAPED_DATASETS:
         _check_data_shape(cfg)
+
+
+def _check_finetuning(cfg: DictConfig) -> None:
+    # model.weights: null, imagenet, or a file (whether it exists is checked where it is read: a
+    # checkpoint's config names a file that other machines need not have)
+    weights = _literal(cfg, "model.weights")
+    if weights is not None and (not isinstance(weights, str) or not weights.strip()):
+        raise CnnbenchError(f"model.weights={weights!r} is not null, imagenet or the path of a torchvision "
+                            "state-dict file")
+    if weights is not None:
+        return
+    for key, off in (("finetune.freeze_epochs", 0), ("finetune.backbone_lr_scale", 1)):
+        value = _literal(cfg, key)
+        if value is not None and value != off:
+            raise CnnbenchError(f"{key}={value} fine-tunes pretrained weights, and this run has none: set "
+                                f"model.weights=imagenet (or a state-dict file), or {key}={off}")
 
 
 def _check_data_shape(cfg: DictConfig) -> None:

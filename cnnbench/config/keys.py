@@ -19,13 +19,15 @@ RUNTIME_KEYS = ("resume", "steps_per_epoch", "num_workers", "log_every", "device
 
 
 # What a resume may change besides the runtime keys: how long the run goes on and the schedule it
-# follows (the optimizer's settings, not its kind), how it computes, validates, checkpoints and
-# reacts to a NaN. A key is matched with its sub-keys (`optimizer` covers `optimizer.lr`). Every
-# other key decides what is trained (the model, the data and its augmentation, the seed, the batch
-# size, the loss): changing one on resume is refused, since the result would be neither run.
+# follows (the optimizer's settings, not its kind; the pretrained part's share of the learning rate,
+# finetune.backbone_lr_scale, as optimizer.lr), how it computes, validates, checkpoints and reacts
+# to a NaN. A key is matched with its sub-keys (`optimizer` covers `optimizer.lr`). Every other key
+# decides what is trained (the model and its pretrained weights, the data and its augmentation, the
+# seed, the batch size, the loss, which epochs keep the pretrained part frozen:
+# finetune.freeze_epochs): changing one on resume is refused, since the result would be neither run.
 SCHEDULE_KEYS = ("epochs", "optimizer", "scheduler", "warmup_epochs", "early_stopping", "ema", "checkpoint",
                  "on_nan", "grad_clip", "precision", "channels_last", "compile", "deterministic", "sync_bn",
-                 "tta", "data.loader")
+                 "tta", "data.loader", "finetune.backbone_lr_scale")
 # ... but not these: another optimizer class cannot take the saved one's state
 FIXED_ON_RESUME = ("optimizer._target_", "optimizer._partial_")
 

@@ -47,6 +47,8 @@ class Board:
             self.writer.add_scalar("val_ema/loss", record["val_loss_ema"], step)
             self.writer.add_scalar("val_ema/acc", record["val_acc_ema"], step)
         self.writer.add_scalar("lr", record["lr"], step)
+        if "lr_pretrained" in record:  # fine-tuning: the pretrained part's rate beside the head's
+            self.writer.add_scalar("lr_pretrained", record["lr_pretrained"], step)
         self.writer.add_scalar("perf/images_per_sec", record["images_per_sec"], step)
         self.writer.add_scalar("perf/epoch_time_s", record["epoch_time_s"], step)
         if confusion:

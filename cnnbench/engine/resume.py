@@ -24,8 +24,9 @@ from cnnbench.errors import CnnbenchError
 
 log = logging.getLogger("cnnbench")
 
-# The keys whose change rebuilds the schedule (and with them, every optimizer and scheduler option)
-SCHEDULE_SHAPING = ("epochs", "optimizer", "scheduler", "warmup_epochs", "steps_per_epoch")
+# The keys whose change rebuilds the schedule (and with them, every optimizer and scheduler option;
+# finetune.backbone_lr_scale sets the pretrained part's rate, the only finetune key a resume may change)
+SCHEDULE_SHAPING = ("epochs", "optimizer", "scheduler", "warmup_epochs", "steps_per_epoch", "finetune")
 _MISSING = object()
 
 

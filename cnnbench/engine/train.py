@@ -36,8 +36,9 @@ from cnnbench.engine.state import EpochSums, Run, RunState
 from cnnbench.engine.validation import misclassified, per_class_accuracy, score_test, validate
 from cnnbench.errors import CnnbenchError, Interrupted
 from cnnbench.models.cost import parameters
+from cnnbench.models.torchvision_weights import freeze_pretrained
 from cnnbench.runtime import distributed
-from cnnbench.runtime.device import autocast, memory_format, rng_state, synchronize, to_device
+from cnnbench.runtime.device import autocast, memory_format, rng_state, synchronize, to_device, unwrap
 
 log = logging.getLogger("cnnbench")
 
@@ -64,7 +65,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
         if moved:
             raise CnnbenchError(f"resume={checkpoint_path}: {moved}; point data.root at the images the run "
                                 "trained on, or start a new run in another folder (hydra.run.dir=DIR)")
-    run = build_run(cfg)
+    run = build_run(cfg, resuming=saved is not None)
     cfg = run.config  # from here on, the config as this run trains it (steps per epoch known)
     data, model, device = run.data, run.model, run.device
     main = distributed.is_main()  # distributed: only rank 0 logs and writes files
@@ -189,6 +190,8 @@ def train_epoch(run: Run, epoch: int, state: RunState, save_last: Callable[[], N
     """
     cfg, model, optimizer, scaler, device = run.config, run.model, run.optimizer, run.scaler, run.device
     model.train()
+    if cfg.model.get("weights"):  # fine-tuning: only the new head learns in the first finetune.freeze_epochs
+        freeze_pretrained(unwrap(model), frozen=epoch < cfg.finetune.freeze_epochs)
     start, steps = state.step, cfg.steps_per_epoch
     run.data.train.set_epoch(epoch, start)  # shuffle and augmentation depend only on (seed, epoch)
     layout = memory_format(cfg.channels_last)
@@ -254,10 +257,16 @@ def epoch_record(run: Run, epoch: int, trained: TrainedEpoch, val: dict[str, Any
     return {"epoch": epoch + 1, "train_loss": trained.loss, "train_acc": trained.acc,
             "val_loss": live.get("loss"), "val_acc": live.get("acc"),
             "val_loss_ema": ema.get("loss"), "val_acc_ema": ema.get("acc"),
-            "lr": run.optimizer.param_groups[0]["lr"], "train_images": trained.images,
+            "lr": run.optimizer.param_groups[0]["lr"], **pretrained_rate(run), "train_images": trained.images,
             "images_per_sec": (trained.images - trained.warmup_images) / (trained.seconds - trained.warmup_s)
             if steady else trained.images / trained.seconds,
             "epoch_time_s": trained.seconds + evaluation_s, "warmup_s": trained.warmup_s}
+
+
+def pretrained_rate(run: Run) -> dict[str, float]:
+    """A fine-tuning run's second learning rate, the pretrained part's (`lr` is the new head's)."""
+    groups = run.optimizer.param_groups
+    return {"lr_pretrained": groups[1]["lr"]} if len(groups) > 1 else {}
 
 
 def validation_words(record: dict[str, Any]) -> str:

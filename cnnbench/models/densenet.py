@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from cnnbench.models.layers import make_stem, resolve_stem
 from cnnbench.models.registry import register_model
+from cnnbench.models.torchvision_weights import load_torchvision_weights
 
 # (growth_rate, layers per dense block, stem width, bottleneck width factor or None for plain layers)
 _CONFIGS: dict[str, tuple[int, list[int], int, int | None]] = {
@@ -111,31 +112,34 @@ class DenseNet(nn.Module):
 
 
 def _densenet(name: str, num_classes: int, in_channels: int, image_size: int | Sequence[int],
-              stem: str) -> DenseNet:
+              stem: str, weights: str | None = None) -> DenseNet:
     growth_rate, block_config, num_init_features, bn_size = _CONFIGS[name]
-    return DenseNet(growth_rate, block_config, num_init_features, bn_size, num_classes, in_channels,
-                    resolve_stem(stem, image_size))
+    model = DenseNet(growth_rate, block_config, num_init_features, bn_size, num_classes, in_channels,
+                     resolve_stem(stem, image_size))
+    if weights:  # torchvision's: the same layers under other names (torchvision_weights.py)
+        load_torchvision_weights(model, name, weights)
+    return model
 
 
 @register_model
 def densenet121(num_classes: int = 1000, in_channels: int = 3, image_size: int | Sequence[int] = 224,
-                stem: str = "auto") -> DenseNet:
+                stem: str = "auto", weights: str | None = None) -> DenseNet:
     """DenseNet-BC-121 (Huang et al. 2016, https://arxiv.org/abs/1608.06993)."""
-    return _densenet("densenet121", num_classes, in_channels, image_size, stem)
+    return _densenet("densenet121", num_classes, in_channels, image_size, stem, weights)
 
 
 @register_model
 def densenet169(num_classes: int = 1000, in_channels: int = 3, image_size: int | Sequence[int] = 224,
-                stem: str = "auto") -> DenseNet:
+                stem: str = "auto", weights: str | None = None) -> DenseNet:
     """DenseNet-BC-169 (Huang et al. 2016, https://arxiv.org/abs/1608.06993)."""
-    return _densenet("densenet169", num_classes, in_channels, image_size, stem)
+    return _densenet("densenet169", num_classes, in_channels, image_size, stem, weights)
 
 
 @register_model
 def densenet201(num_classes: int = 1000, in_channels: int = 3, image_size: int | Sequence[int] = 224,
-                stem: str = "auto") -> DenseNet:
+                stem: str = "auto", weights: str | None = None) -> DenseNet:
     """DenseNet-BC-201 (Huang et al. 2016, https://arxiv.org/abs/1608.06993)."""
-    return _densenet("densenet201", num_classes, in_channels, image_size, stem)
+    return _densenet("densenet201", num_classes, in_channels, image_size, stem, weights)
 
 
 @register_model

@@ -1,5 +1,6 @@
 """A name -> builder registry, so one name reaches every model (CLI, tests, summary)."""
 
+import inspect
 from collections.abc import Callable
 from importlib.metadata import entry_points
 
@@ -31,6 +32,16 @@ def get_model(name: str, **kwargs) -> nn.Module:
 def list_models() -> list[str]:
     """Names of all registered models, sorted."""
     return sorted(_BUILDERS)
+
+
+def pretrained_models() -> list[str]:
+    """Names of the registered models whose builder takes `weights` (pretrained weights), sorted."""
+    return [name for name in list_models() if takes_weights(_BUILDERS[name])]
+
+
+def takes_weights(builder: ModelBuilder) -> bool:
+    """Whether a model builder takes pretrained `weights` (torchvision's, for ResNet, VGG, DenseNet)."""
+    return "weights" in inspect.signature(builder).parameters
 
 
 def registered_builder(target: str) -> ModelBuilder | None:

@@ -6,6 +6,7 @@ from torch import Tensor, nn
 
 from cnnbench.models.layers import kaiming_init, make_stem, resolve_stem
 from cnnbench.models.registry import register_model
+from cnnbench.models.torchvision_weights import load_torchvision_weights
 
 # (block type, blocks per stage); the four stages have 64-128-256-512 base channels and all
 # but the first halve the resolution
@@ -108,41 +109,44 @@ class ResNet(nn.Module):
 
 
 def _resnet(name: str, num_classes: int, in_channels: int, image_size: int | Sequence[int],
-            stem: str) -> ResNet:
+            stem: str, weights: str | None) -> ResNet:
     block, layers = _LAYERS[name]
-    return ResNet(_BLOCKS[block], layers, num_classes, in_channels, resolve_stem(stem, image_size))
+    model = ResNet(_BLOCKS[block], layers, num_classes, in_channels, resolve_stem(stem, image_size))
+    if weights:  # torchvision's: the same layers under other names (torchvision_weights.py)
+        load_torchvision_weights(model, name, weights)
+    return model
 
 
 @register_model
 def resnet18(num_classes: int = 1000, in_channels: int = 3, image_size: int | Sequence[int] = 224,
-             stem: str = "auto") -> ResNet:
+             stem: str = "auto", weights: str | None = None) -> ResNet:
     """ResNet-18 (He et al. 2015, https://arxiv.org/abs/1512.03385)."""
-    return _resnet("resnet18", num_classes, in_channels, image_size, stem)
+    return _resnet("resnet18", num_classes, in_channels, image_size, stem, weights)
 
 
 @register_model
 def resnet34(num_classes: int = 1000, in_channels: int = 3, image_size: int | Sequence[int] = 224,
-             stem: str = "auto") -> ResNet:
+             stem: str = "auto", weights: str | None = None) -> ResNet:
     """ResNet-34 (He et al. 2015, https://arxiv.org/abs/1512.03385)."""
-    return _resnet("resnet34", num_classes, in_channels, image_size, stem)
+    return _resnet("resnet34", num_classes, in_channels, image_size, stem, weights)
 
 
 @register_model
 def resnet50(num_classes: int = 1000, in_channels: int = 3, image_size: int | Sequence[int] = 224,
-             stem: str = "auto") -> ResNet:
+             stem: str = "auto", weights: str | None = None) -> ResNet:
     """ResNet-50 (He et al. 2015, https://arxiv.org/abs/1512.03385)."""
-    return _resnet("resnet50", num_classes, in_channels, image_size, stem)
+    return _resnet("resnet50", num_classes, in_channels, image_size, stem, weights)
 
 
 @register_model
 def resnet101(num_classes: int = 1000, in_channels: int = 3, image_size: int | Sequence[int] = 224,
-              stem: str = "auto") -> ResNet:
+              stem: str = "auto", weights: str | None = None) -> ResNet:
     """ResNet-101 (He et al. 2015, https://arxiv.org/abs/1512.03385)."""
-    return _resnet("resnet101", num_classes, in_channels, image_size, stem)
+    return _resnet("resnet101", num_classes, in_channels, image_size, stem, weights)
 
 
 @register_model
 def resnet152(num_classes: int = 1000, in_channels: int = 3, image_size: int | Sequence[int] = 224,
-              stem: str = "auto") -> ResNet:
+              stem: str = "auto", weights: str | None = None) -> ResNet:
     """ResNet-152 (He et al. 2015, https://arxiv.org/abs/1512.03385)."""
-    return _resnet("resnet152", num_classes, in_channels, image_size, stem)
+    return _resnet("resnet152", num_classes, in_channels, image_size, stem, weights)

@@ -7,6 +7,7 @@ from torch import nn
 
 from cnnbench.models.layers import image_hw
 from cnnbench.models.registry import register_model
+from cnnbench.models.torchvision_weights import load_torchvision_weights
 
 # conv output channels, "M" = 2x2 max-pool; the four depths of Simonyan & Zisserman's table 1
 _CFGS: dict[str, list[int | str]] = {
@@ -83,7 +84,7 @@ class VGG(nn.Module):
 
 def _vgg(name: str, num_classes: int, in_channels: int, image_size: int | Sequence[int],
          batch_norm: bool, width_ratio: float, dropout: float, classifier: str,
-         hidden: int | None) -> VGG:
+         hidden: int | None, weights: str | None) -> VGG:
     if classifier not in _CLASSIFIERS:
         raise ValueError(f"unknown classifier {classifier!r}; choose one of {', '.join(_CLASSIFIERS)}")
     cfg = _CFGS[name]
@@ -91,42 +92,46 @@ def _vgg(name: str, num_classes: int, in_channels: int, image_size: int | Sequen
     # pooling a 1x1 CIFAR map up to 7x7 would copy it 49 times into ~100M useless FC weights
     pooled = tuple(math.ceil(side / _DOWNSAMPLE) for side in image_hw(image_size))
     out_channels = max(1, int(cfg[-2] * width_ratio))
-    return VGG(make_layers(cfg, in_channels, batch_norm, width_ratio), out_channels, pooled,
-               num_classes, hidden=hidden or max(1, int(_HIDDEN * width_ratio)), dropout=dropout,
-               classifier=classifier)
+    model = VGG(make_layers(cfg, in_channels, batch_norm, width_ratio), out_channels, pooled,
+                num_classes, hidden=hidden or max(1, int(_HIDDEN * width_ratio)), dropout=dropout,
+                classifier=classifier)
+    if weights:  # torchvision's vgg11 ... vgg19_bn; the linear classifier has none of its FC layers to fill
+        load_torchvision_weights(model, f"{name}_bn" if batch_norm else name, weights,
+                                 only="features." if classifier == "linear" else None)
+    return model
 
 
 @register_model
 def vgg11(num_classes: int = 1000, in_channels: int = 3, image_size: int | Sequence[int] = 224,
           batch_norm: bool = False, width_ratio: float = 1.0, dropout: float = 0.5,
-          classifier: str = "fc", hidden: int | None = None) -> VGG:
+          classifier: str = "fc", hidden: int | None = None, weights: str | None = None) -> VGG:
     """VGG-11, configuration A (Simonyan & Zisserman 2014, https://arxiv.org/abs/1409.1556)."""
     return _vgg("vgg11", num_classes, in_channels, image_size, batch_norm, width_ratio, dropout,
-                classifier, hidden)
+                classifier, hidden, weights)
 
 
 @register_model
 def vgg13(num_classes: int = 1000, in_channels: int = 3, image_size: int | Sequence[int] = 224,
           batch_norm: bool = False, width_ratio: float = 1.0, dropout: float = 0.5,
-          classifier: str = "fc", hidden: int | None = None) -> VGG:
+          classifier: str = "fc", hidden: int | None = None, weights: str | None = None) -> VGG:
     """VGG-13, configuration B (Simonyan & Zisserman 2014, https://arxiv.org/abs/1409.1556)."""
     return _vgg("vgg13", num_classes, in_channels, image_size, batch_norm, width_ratio, dropout,
-                classifier, hidden)
+                classifier, hidden, weights)
 
 
 @register_model
 def vgg16(num_classes: int = 1000, in_channels: int = 3, image_size: int | Sequence[int] = 224,
           batch_norm: bool = False, width_ratio: float = 1.0, dropout: float = 0.5,
-          classifier: str = "fc", hidden: int | None = None) -> VGG:
+          classifier: str = "fc", hidden: int | None = None, weights: str | None = None) -> VGG:
     """VGG-16, configuration D (Simonyan & Zisserman 2014, https://arxiv.org/abs/1409.1556)."""
     return _vgg("vgg16", num_classes, in_channels, image_size, batch_norm, width_ratio, dropout,
-                classifier, hidden)
+                classifier, hidden, weights)
 
 
 @register_model
 def vgg19(num_classes: int = 1000, in_channels: int = 3, image_size: int | Sequence[int] = 224,
           batch_norm: bool = False, width_ratio: float = 1.0, dropout: float = 0.5,
-          classifier: str = "fc", hidden: int | None = None) -> VGG:
+          classifier: str = "fc", hidden: int | None = None, weights: str | None = None) -> VGG:
     """VGG-19, configuration E (Simonyan & Zisserman 2014, https://arxiv.org/abs/1409.1556)."""
     return _vgg("vgg19", num_classes, in_channels, image_size, batch_norm, width_ratio, dropout,
-                classifier, hidden)
+                classifier, hidden, weights)
