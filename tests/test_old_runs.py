@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -37,11 +38,19 @@ def test_a_run_of_the_previous_release_resumes_to_the_result_of_an_uninterrupted
     assert straight.returncode == 0, straight.stderr
     ours, theirs = (json.loads((folder / "metrics.json").read_text()) for folder in (old, tmp_path / "straight"))
     assert ours["status"] == "finished" and ours["epochs_done"] == 3
-    keys = ("train_loss", "train_acc", "val_loss", "val_acc", "val_acc_ema", "lr")
-    assert [[r[k] for k in keys] for r in ours["history"]] == [[r[k] for k in keys] for r in theirs["history"]]
+    # the old run trained its first epoch and a step on the machine that recorded it: on another CPU
+    # (AVX2, AVX-512, AMX) sums round in another order, so losses and weights agree to float rounding
+    # (a wrong shuffle, rate or dropout draw after the resume would be off by far more); what is counted
+    # (accuracies over 64 training and 32 validation images, the rates) agrees exactly
+    exact = ("train_acc", "val_acc", "val_acc_ema", "lr")
+    assert [[r[k] for k in exact] for r in ours["history"]] == [[r[k] for k in exact] for r in theirs["history"]]
+    for mine, reference in zip(ours["history"], theirs["history"], strict=True):
+        assert [mine["train_loss"], mine["val_loss"]] == \
+            pytest.approx([reference["train_loss"], reference["val_loss"]], rel=1e-5)
     for name in ("last.pt", "best.pt"):
         mine, reference = load_checkpoint(old / name), load_checkpoint(tmp_path / "straight" / name)
-        assert all(torch.equal(mine["model"][key], reference["model"][key]) for key in reference["model"])
+        assert all(torch.allclose(mine["model"][key], reference["model"][key], rtol=1e-5, atol=1e-6)
+                   for key in reference["model"])
         assert "progress" in mine  # saved again in this release's layout
 
 
@@ -73,5 +82,11 @@ def test_an_mnist_run_of_the_previous_release_goes_on_validating_as_it_did(tmp_p
                         "hydra.run.dir=straight", cwd=tmp_path)
     assert straight.returncode == 0, straight.stderr
     theirs = json.loads((tmp_path / "straight" / "metrics.json").read_text())
-    keys = ("train_loss", "val_acc", "val_loss", "lr")
-    assert [[r[k] for k in keys] for r in metrics["history"]] == [[r[k] for k in keys] for r in theirs["history"]]
+    # epoch 1 was trained on the machine that recorded it, and epoch 2 starts from its weights: another
+    # CPU (AVX2, AVX-512, AMX) rounds sums in another order, so the losses agree to float rounding, and
+    # the accuracies on the 200 images the old run validated on (its test split) and the rates exactly
+    assert [[r[k] for k in ("val_acc", "lr")] for r in metrics["history"]] == \
+        [[r[k] for k in ("val_acc", "lr")] for r in theirs["history"]]
+    for ours, reference in zip(metrics["history"], theirs["history"], strict=True):
+        assert [ours["train_loss"], ours["val_loss"]] == \
+            pytest.approx([reference["train_loss"], reference["val_loss"]], rel=1e-5)

@@ -83,7 +83,8 @@ def test_the_real_data_tests_skip_without_their_data_and_fail_in_ci(tmp_path):
     chosen = "real_mnist or real_cifar10 or quick_benchmark"  # (Fashion-MNIST's folder is fixed)
     environment = {key: value for key, value in os.environ.items() if key != "CI"}
     environment["CNNBENCH_SHARED_DATA"] = str(tmp_path / "nowhere")
-    command = [sys.executable, "-m", "pytest", *tests, "-k", chosen, "-p", "no:cacheprovider", "-rsf", "-q"]
+    command = [sys.executable, "-m", "pytest", *tests, "-k", chosen, "-p", "no:cacheprovider", "-rsf", "-q",
+               "-n", "0"]  # in this process: its summary lines as README's command prints them
     skipped, failed = (subprocess.run(command, cwd=REPO, env={**environment, "CI": ci}, capture_output=True,
                                       text=True, timeout=300) for ci in ("", "1"))
     assert skipped.returncode == 0 and "3 skipped" in skipped.stdout, skipped.stdout[-3000:]
