@@ -6,6 +6,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
+
+from cnnbench.engine.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -177,3 +180,18 @@ def test_the_weight_average_is_the_same_on_every_process(tmp_path):
     single = evaluate_checkpoint(tmp_path / "run" / "best.pt", ["device=cpu"], split="val")  # rank 0's average
     best = next(r for r in metrics["history"] if r["epoch"] == metrics["best_epoch"])
     assert single["weights"] == "ema" and single["accuracy"] == pytest.approx(best["val_acc_ema"])
+
+
+def test_two_processes_accumulating_two_batches_of_16_train_as_with_batches_of_32(tmp_path):
+    # each process's shard is the same whatever the batch size; with accumulation its gradients
+    # are all-reduced once per optimizer step (no_sync before): the same sums, the same weights
+    mlp = ["data=fake", "data.num_train=256", "data.in_channels=1", "data.image_size=8", "data.mean=[0.5]",
+           "data.std=[0.25]", "model=mlp", "model.hidden=[16]", "epochs=1", "device=cpu"]
+    for name, batches in (("k2", ["batch_size=16", "accumulate_grad_batches=2"]), ("b32", ["batch_size=32"])):
+        result = torchrun(*mlp, *batches, f"hydra.run.dir={name}", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+    accumulated, whole = (load_checkpoint(tmp_path / name / "last.pt") for name in ("k2", "b32"))
+    # 128 images a process: 4 optimizer steps, of 2 batches of 16 or 1 of 32
+    assert accumulated["scheduler"]["last_epoch"] == whole["scheduler"]["last_epoch"] == 4
+    assert all(torch.allclose(accumulated["model"][key], whole["model"][key], rtol=1e-5, atol=1e-6)
+               for key in whole["model"])

@@ -20,6 +20,7 @@ SEED_MAX = 2**32 - 1
 _RANGES = [
     ("epochs", 1, math.inf, True, False, True),
     ("batch_size", 1, math.inf, True, False, True),
+    ("accumulate_grad_batches", 1, math.inf, True, False, True),
     ("seed", 0, SEED_MAX, True, True, True),
     ("num_workers", 0, math.inf, True, False, True),
     ("threads", 1, math.inf, True, False, True),

@@ -34,8 +34,8 @@ FIXED_ON_RESUME = ("optimizer._target_", "optimizer._partial_")
 
 # Keys added since cnnbench 0.1 that decide what a run trains, with the value that gives a run of
 # that release, resumed or evaluated now, what it had (it held no validation split out: it
-# validated on the test split, data/splits.py).
-SINCE_0_1 = {"data.val_split": None, "data.test_split": None}
+# validated on the test split, data/splits.py; its optimizer stepped after every batch).
+SINCE_0_1 = {"data.val_split": None, "data.test_split": None, "accumulate_grad_batches": 1}
 
 
 def may_change_on_resume(key: str) -> bool:

@@ -11,16 +11,24 @@ from cnnbench.config.keys import RUNTIME_KEYS
 from cnnbench.runtime.host import cpu_cores
 
 
+def optimizer_steps_per_epoch(cfg: DictConfig) -> int:
+    """The optimizer steps one epoch takes: one per batch, or one per accumulate_grad_batches batches
+    (the epoch's last, shorter group steps too). Schedulers and the weight average count these."""
+    every = int(cfg.get("accumulate_grad_batches", 1) or 1)  # .get: configs saved before the key existed
+    return -(-int(cfg.steps_per_epoch) // every)
+
+
 def _steps(epochs: float, *, _root_: DictConfig) -> int:
-    # Schedulers step once per batch; configs speak in epochs, which this turns into steps.
-    return max(1, round(float(epochs) * _root_.steps_per_epoch))
+    # Schedulers step once per optimizer step; configs speak in epochs, which this turns into steps.
+    return max(1, round(float(epochs) * optimizer_steps_per_epoch(_root_)))
 
 
 def _decay_steps(*, _root_: DictConfig) -> int:
     # The steps a scheduler runs after warmup, so that e.g. cosine reaches eta_min at the end.
     # the run's steps less the warmup's as build_optimizer counts them (rounding the difference
     # instead could leave one step fewer than the run takes: one-cycle then stops the run)
-    return max(1, _root_.epochs * _root_.steps_per_epoch - round(_root_.warmup_epochs * _root_.steps_per_epoch))
+    steps = optimizer_steps_per_epoch(_root_)
+    return max(1, _root_.epochs * steps - round(_root_.warmup_epochs * steps))
 
 
 def _threads_per_job(jobs: int) -> int:

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from cnnbench.config.keys import model_name
+from cnnbench.config.resolvers import optimizer_steps_per_epoch
 from cnnbench.config.trust import check_plain
 from cnnbench.data import OneBatch, build_data
 from cnnbench.engine.ema import WeightAverage
@@ -115,14 +116,15 @@ def build_optimizer(cfg: DictConfig, model: nn.Module):
         # one-cycle sets every group's rate from max_lr: each group its own, in the groups' ratio
         rates = [group["lr"] for group in optimizer.param_groups]
         options["max_lr"] = [cfg.scheduler.max_lr * rate / rates[0] for rate in rates]
-    warmup_steps = round(cfg.warmup_epochs * cfg.steps_per_epoch)
+    steps_per_epoch = optimizer_steps_per_epoch(cfg)
+    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
     main = built("scheduler", cfg.scheduler, optimizer, **options) if warmup_steps == 0 else None
     if warmup_steps:
         warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / warmup_steps,
                                                    total_iters=warmup_steps)
         main = built("scheduler", cfg.scheduler, optimizer, **options)
     # one-cycle raises at the step past its total: say so now, not in the middle of the run
-    steps_after_warmup = cfg.epochs * cfg.steps_per_epoch - warmup_steps
+    steps_after_warmup = cfg.epochs * steps_per_epoch - warmup_steps
     total = getattr(main, "total_steps", None)
     if isinstance(total, int) and total < steps_after_warmup:
         raise CnnbenchError(f"scheduler.total_steps={total} is fewer than the {steps_after_warmup:,} optimizer "

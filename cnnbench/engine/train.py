@@ -3,6 +3,7 @@ training data. What a run is built from is in build.py, its progress in state.py
 in validation.py, what a checkpoint holds and how a run resumes from one in checkpoint.py, what it
 reports in metrics.py."""
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -206,37 +207,53 @@ def train_epoch(run: Run, epoch: int, state: RunState, save_last: Callable[[], N
         state.rng = distributed.gather_objects(rng_state())
 
     every = cfg.checkpoint.every_n_steps
+    accumulate = cfg.accumulate_grad_batches  # batches per optimizer step
+    added = 0  # batches whose gradients wait for the next optimizer step
+    optimizer.zero_grad(set_to_none=True)
     bar = tqdm(run.data.train, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=steps, initial=start,
                leave=False, disable=None if distributed.is_main() else True)
     for step, (images, labels) in enumerate(bar, start=start):
         if step >= steps:  # limit_batches
             break
+        # the last batch of an optimizer step's group (the epoch's last group may be shorter)
+        group_ends = (step + 1) % accumulate == 0 or step + 1 == steps
         images, labels = to_device(images, device, memory_format=layout), to_device(labels, device)
         with autocast(device, cfg.precision):
             loss, logits = classification_loss(model(images), labels, run.criterion, cfg.aux_loss_weight)
         if watch.skip_batch(loss, step):
             state.skipped_batches += 1
+        else:
+            # each batch's mean loss over the group's batch count: the group's summed gradients are
+            # then those of one batch of all its images (exactly so without BatchNorm)
+            # (with on_nan=skip_batch every batch syncs: the group's last may be skipped)
+            with gradient_sync(model, group_ends or cfg.on_nan == "skip_batch"):
+                scaler.scale(loss / group_size(step, accumulate, steps)).backward()
+            sums.add(loss, logits, labels)
+            added += 1
+        if not group_ends:
             continue
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if cfg.grad_clip > 0:
-            scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        run.scheduler.step()  # every scheduler here counts optimizer steps, not epochs
-        if run.ema:
-            run.ema.update(model)
-        sums.add(loss, logits, labels)
-        if epoch == 0 and step == start == 0:  # torch.compile compiles, cuDNN tries its kernels
+        if added:  # (a group whose every batch was skipped takes no step, as a skipped batch alone)
+            if cfg.grad_clip > 0:
+                scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            run.scheduler.step()  # every scheduler here counts optimizer steps, not epochs
+            if run.ema:
+                run.ema.update(model)
+            optimizer.zero_grad(set_to_none=True)
+            added = 0
+        if epoch == 0 and step + 1 == accumulate and start == 0:  # torch.compile compiles, cuDNN tries
             synchronize(device)
-            warmup = (sums.seconds(), len(labels) * distributed.world_size())
-        if step % cfg.log_every == 0:
+            warmup = (sums.seconds(), len(labels) * accumulate * distributed.world_size())
+        optimizer_step = (step + 1 + accumulate - 1) // accumulate  # this epoch's, counted from 1
+        if (optimizer_step - 1) % cfg.log_every == 0:
             watch.check()  # the bar reads the device now anyway
             loss_so_far, acc_so_far = sums.so_far()
             bar.set_postfix(loss=f"{loss_so_far:.4f}", acc=f"{acc_so_far:.4f}")
-        stop = signals.stop_now(step, cfg.log_every, device)
-        if stop or (every and (step + 1) % every == 0 and step + 1 < steps):
+        # only between optimizer steps: a checkpoint never holds half a group's gradients
+        stop = signals.stop_now(optimizer_step - 1, cfg.log_every, device)
+        if stop or (every and optimizer_step % every == 0 and step + 1 < steps):
             watch.check()  # never save weights a NaN has reached
             keep_progress(step + 1)
             if stop:
@@ -299,6 +316,19 @@ def stopped_at(state: RunState, epoch: int, cfg: DictConfig) -> str:
 def skipped_images(run: Run) -> set[str]:
     """Images the loaders left out as unreadable (data.bad_images=skip)."""
     return set().union(*(getattr(stream, "skipped", set()) for stream in (run.data.train, run.data.val, run.data.test)))
+
+
+def group_size(step: int, accumulate: int, steps: int) -> int:
+    """How many batches the optimizer step that batch `step` belongs to sums (the epoch's `steps`
+    batches in groups of `accumulate`, from the epoch's first; its last group may be shorter)."""
+    return min(accumulate, steps - step // accumulate * accumulate)
+
+
+def gradient_sync(model: nn.Module, now: bool):
+    """Under DDP, all-reduce the gradients with a group's last batch only (no_sync before it); the
+    sum is the same, the traffic one k-th."""
+    no_sync = getattr(model, "no_sync", None)
+    return contextlib.nullcontext() if now or no_sync is None else no_sync()
 
 
 def classification_loss(outputs: torch.Tensor | tuple[torch.Tensor, ...], labels: torch.Tensor,
