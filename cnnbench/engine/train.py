@@ -19,6 +19,7 @@ from tqdm import tqdm
 from cnnbench.config.checks import check_config
 from cnnbench.config.keys import model_name
 from cnnbench.data.folder import other_images
+from cnnbench.data.mixing import Mixing, mix_batch
 from cnnbench.engine.board import Board
 from cnnbench.engine.build import build_run
 from cnnbench.engine.checkpoint import (
@@ -208,6 +209,9 @@ def train_epoch(run: Run, epoch: int, state: RunState, save_last: Callable[[], N
 
     every = cfg.checkpoint.every_n_steps
     accumulate = cfg.accumulate_grad_batches  # batches per optimizer step
+    # MixUp / CutMix (data/mixing.py), but not on the one fixed batch that overfit must learn
+    mixing = Mixing.from_config(cfg.data.get("augment") or {})
+    mixing = mixing if mixing.active and not cfg.overfit else None
     added = 0  # batches whose gradients wait for the next optimizer step
     optimizer.zero_grad(set_to_none=True)
     bar = tqdm(run.data.train, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=steps, initial=start,
@@ -218,8 +222,13 @@ def train_epoch(run: Run, epoch: int, state: RunState, save_last: Callable[[], N
         # the last batch of an optimizer step's group (the epoch's last group may be shorter)
         group_ends = (step + 1) % accumulate == 0 or step + 1 == steps
         images, labels = to_device(images, device, memory_format=layout), to_device(labels, device)
+        targets = labels  # what the loss compares with: the labels, or a mixed batch's shares of two
+        mix = mixing.draw((cfg.seed, distributed.rank(), epoch, step), len(labels), *images.shape[-2:]) \
+            if mixing else None
+        if mix:  # accuracy is then counted against the class with the larger share of each image
+            images, targets, labels = mix_batch(images, labels, run.data.num_classes, mix)
         with autocast(device, cfg.precision):
-            loss, logits = classification_loss(model(images), labels, run.criterion, cfg.aux_loss_weight)
+            loss, logits = classification_loss(model(images), targets, run.criterion, cfg.aux_loss_weight)
         if watch.skip_batch(loss, step):
             state.skipped_batches += 1
         else:
