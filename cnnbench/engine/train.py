@@ -252,7 +252,7 @@ def train_epoch(run: Run, epoch: int, state: RunState, save_last: Callable[[], N
                 run.ema.update(model)
             optimizer.zero_grad(set_to_none=True)
             added = 0
-        if epoch == 0 and step + 1 == accumulate and start == 0:  # torch.compile compiles, cuDNN tries
+        if epoch == 0 and step + 1 == accumulate and start == 0:  # compiling, cuDNN's kernel tuning
             synchronize(device)
             warmup = (sums.seconds(), len(labels) * accumulate * distributed.world_size())
         optimizer_step = (step + 1 + accumulate - 1) // accumulate  # this epoch's, counted from 1
