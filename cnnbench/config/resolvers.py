@@ -23,12 +23,20 @@ def _steps(epochs: float, *, _root_: DictConfig) -> int:
     return max(1, round(float(epochs) * optimizer_steps_per_epoch(_root_)))
 
 
+def warmup_steps(cfg: DictConfig) -> int:
+    """The optimizer steps of the linear warmup (warmup_epochs may be fractional)."""
+    return round(cfg.warmup_epochs * optimizer_steps_per_epoch(cfg))
+
+
+def decay_steps(cfg: DictConfig) -> int:
+    """The optimizer steps a scheduler runs after warmup, so that e.g. cosine reaches eta_min at the
+    end: the run's steps less the warmup's (rounding the difference instead could leave one step
+    fewer than the run takes: one-cycle then stops the run)."""
+    return max(1, cfg.epochs * optimizer_steps_per_epoch(cfg) - warmup_steps(cfg))
+
+
 def _decay_steps(*, _root_: DictConfig) -> int:
-    # The steps a scheduler runs after warmup, so that e.g. cosine reaches eta_min at the end.
-    # the run's steps less the warmup's as build_optimizer counts them (rounding the difference
-    # instead could leave one step fewer than the run takes: one-cycle then stops the run)
-    steps = optimizer_steps_per_epoch(_root_)
-    return max(1, _root_.epochs * steps - round(_root_.warmup_epochs * steps))
+    return decay_steps(_root_)
 
 
 def _threads_per_job(jobs: int) -> int:

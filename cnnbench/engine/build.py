@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from cnnbench.config.keys import model_name
-from cnnbench.config.resolvers import optimizer_steps_per_epoch
+from cnnbench.config.resolvers import decay_steps, warmup_steps
 from cnnbench.config.trust import check_plain
 from cnnbench.data import OneBatch, build_data
 from cnnbench.engine.ema import WeightAverage
@@ -116,23 +116,22 @@ def build_optimizer(cfg: DictConfig, model: nn.Module):
         # one-cycle sets every group's rate from max_lr: each group its own, in the groups' ratio
         rates = [group["lr"] for group in optimizer.param_groups]
         options["max_lr"] = [cfg.scheduler.max_lr * rate / rates[0] for rate in rates]
-    steps_per_epoch = optimizer_steps_per_epoch(cfg)
-    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
-    main = built("scheduler", cfg.scheduler, optimizer, **options) if warmup_steps == 0 else None
-    if warmup_steps:
-        warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / warmup_steps,
-                                                   total_iters=warmup_steps)
+    warmup = warmup_steps(cfg)
+    main = built("scheduler", cfg.scheduler, optimizer, **options) if warmup == 0 else None
+    if warmup:
+        warmup_scheduler = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / warmup,
+                                                             total_iters=warmup)
         main = built("scheduler", cfg.scheduler, optimizer, **options)
     # one-cycle raises at the step past its total: say so now, not in the middle of the run
-    steps_after_warmup = cfg.epochs * steps_per_epoch - warmup_steps
+    steps_after_warmup = decay_steps(cfg)
     total = getattr(main, "total_steps", None)
     if isinstance(total, int) and total < steps_after_warmup:
         raise CnnbenchError(f"scheduler.total_steps={total} is fewer than the {steps_after_warmup:,} optimizer "
                             "steps this run takes after its warmup: leave it at ${decay_steps:}, or give more")
-    if not warmup_steps:
+    if not warmup:
         return optimizer, main
-    return optimizer, torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, main],
-                                                            milestones=[warmup_steps])
+    return optimizer, torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup_scheduler, main],
+                                                            milestones=[warmup])
 
 
 def built(group: str, group_cfg: DictConfig, *arguments: Any, **options: Any) -> Any:
