@@ -59,6 +59,35 @@ def progress(checkpoint: dict):
     return RunState.from_checkpoint(checkpoint)
 
 
+# A run of a few seconds: 256 fake 8x8 images, an MLP, 2 epochs of 16 steps (batch 16)
+SMALL_RUN = ["data=fake", "data.num_train=256", "data.num_val=64", "data.num_test=64", "data.in_channels=1",
+             "data.image_size=8", "data.mean=[0.5]", "data.std=[0.25]", "model=mlp", "model.hidden=[16]",
+             "batch_size=16", "epochs=2", "device=cpu"]
+
+
+def assert_resumes_exactly(compose_config, overrides: list[str], folder: Path) -> dict:
+    """A run stopped by SIGTERM in its second epoch and resumed ends as one never stopped: the same
+    history, the same weights. Returns the resumed run's metrics."""
+    from fault_injection import faults_at
+
+    from cnnbench.engine.checkpoint import load_checkpoint
+    from cnnbench.engine.train import train
+    from cnnbench.errors import Interrupted
+
+    uninterrupted = train(compose_config(*overrides), folder / "straight")
+    with faults_at("term", "train-batch:22"), pytest.raises(Interrupted):
+        train(compose_config(*overrides), folder / "run")
+    stopped = progress(load_checkpoint(folder / "run" / "last.pt"))
+    assert stopped.epoch == 1 and stopped.step > 0  # inside epoch 2
+    resumed = train(compose_config(*overrides), folder / "run", resume_from=True)
+    keys = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
+    assert [[r[k] for k in keys] for r in resumed["history"]] == \
+        [[r[k] for k in keys] for r in uninterrupted["history"]]
+    mine, theirs = (load_checkpoint(folder / name / "last.pt")["model"] for name in ("run", "straight"))
+    assert all(torch.equal(mine[key], theirs[key]) for key in theirs)
+    return resumed
+
+
 def learnable_images(count: int, num_classes: int, shape: tuple[int, ...], seed: int
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images whose class sets a bright block's position: easy to learn, not trivial."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import progress
+from conftest import SMALL_RUN, progress
 from fault_injection import faults_at
 
 from cnnbench.config.checks import check_config
@@ -17,9 +17,7 @@ from cnnbench.errors import CnnbenchError, Interrupted
 
 # 256 training images of 8x8, an MLP without BatchNorm or dropout, SGD with Nesterov momentum, a
 # cosine schedule and a weight average: 2 epochs
-SMALL = ["data=fake", "data.num_train=256", "data.num_val=64", "data.num_test=64", "data.in_channels=1",
-         "data.image_size=8", "data.mean=[0.5]", "data.std=[0.25]", "model=mlp", "model.hidden=[16]",
-         "ema.decay=0.9", "epochs=2", "device=cpu"]
+SMALL = [*SMALL_RUN, "ema.decay=0.9"]
 
 
 def weights(run_dir: Path, name: str = "last.pt") -> dict[str, torch.Tensor]:

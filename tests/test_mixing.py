@@ -5,19 +5,15 @@ import math
 
 import pytest
 import torch
-from conftest import progress
-from fault_injection import faults_at
+from conftest import SMALL_RUN, assert_resumes_exactly
 from torch import nn
 
 from cnnbench.config.checks import check_config
 from cnnbench.data.mixing import Mix, Mixing, cutmix_box, mix_batch
-from cnnbench.engine.checkpoint import load_checkpoint
 from cnnbench.engine.train import train
-from cnnbench.errors import CnnbenchError, Interrupted
+from cnnbench.errors import CnnbenchError
 
-SMALL = ["data=fake", "data.num_train=256", "data.num_val=64", "data.num_test=64", "data.in_channels=1",
-         "data.image_size=8", "data.mean=[0.5]", "data.std=[0.25]", "model=mlp", "model.hidden=[16]",
-         "batch_size=32", "epochs=2", "device=cpu"]
+SMALL = [*SMALL_RUN, "batch_size=32"]
 
 
 def test_mixup_blends_each_image_and_its_label_with_its_partners():
@@ -96,17 +92,8 @@ def test_a_mixed_run_learns_and_mixup_prob_0_trains_as_without_mixing(compose_co
 
 
 def test_a_mixed_run_stopped_mid_epoch_resumes_exactly(compose_config, tmp_path):
-    overrides = [*SMALL, "batch_size=16", "data.augment.mixup_alpha=0.4", "data.augment.cutmix_alpha=1.0"]
-    uninterrupted = train(compose_config(*overrides), tmp_path / "straight")
-    with faults_at("term", "train-batch:22"), pytest.raises(Interrupted):  # epoch 2's 5th batch
-        train(compose_config(*overrides), tmp_path / "run")
-    assert progress(load_checkpoint(tmp_path / "run" / "last.pt")).step == 5
-    resumed = train(compose_config(*overrides), tmp_path / "run", resume_from=True)
-    keys = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
-    assert [[r[k] for k in keys] for r in resumed["history"]] == \
-        [[r[k] for k in keys] for r in uninterrupted["history"]]
-    mine, theirs = (load_checkpoint(tmp_path / name / "last.pt")["model"] for name in ("run", "straight"))
-    assert all(torch.equal(mine[key], theirs[key]) for key in theirs)
+    assert_resumes_exactly(compose_config, [*SMALL, "batch_size=16", "data.augment.mixup_alpha=0.4",
+                                            "data.augment.cutmix_alpha=1.0"], tmp_path)
 
 
 @pytest.mark.parametrize("override, message", [

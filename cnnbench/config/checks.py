@@ -53,6 +53,11 @@ _RANGES = [
     ("data.augment.mixup_switch_prob", 0, 1, True, True, False),
     ("data.augment.resized_crop_scale", 0, 1, False, True, False),
     ("data.augment.resized_crop_ratio", 0, math.inf, False, False, False),
+    ("data.augment.policy_ops", 1, math.inf, True, False, True),
+    ("data.augment.policy_magnitude", 0, 30, True, True, True),  # RandAugment's 31 levels (data/policies.py)
+    ("data.augment.random_erasing", 0, 1, True, True, False),
+    ("data.augment.erasing_scale", 0, 1, False, True, False),
+    ("data.augment.erasing_ratio", 0, math.inf, False, False, False),
     ("data.memory_budget_gb", 0, math.inf, True, False, False),
     ("data.image_size", 1, math.inf, True, False, True),  # an int, or [height, width]: each checked
     ("data.resize", 1, math.inf, True, False, True),
@@ -98,7 +103,9 @@ _LISTS = {"optimizer.betas": (2, "two numbers, [beta1, beta2], e.g. [0.9, 0.999]
           "data.std": (None, "one number per channel, e.g. [0.25, 0.25, 0.25]"),
           "data.accuracy_targets": (None, "a list of accuracies, e.g. [0.5, 0.9]"),
           "data.augment.resized_crop_scale": (2, "[low, high], e.g. [0.08, 1.0]"),
-          "data.augment.resized_crop_ratio": (2, "[low, high], e.g. [0.75, 1.3333]")}
+          "data.augment.resized_crop_ratio": (2, "[low, high], e.g. [0.75, 1.3333]"),
+          "data.augment.erasing_scale": (2, "[low, high], e.g. [0.02, 0.33]"),
+          "data.augment.erasing_ratio": (2, "[low, high], e.g. [0.3, 3.3]")}
 # ... sizes, one integer (a square) or [height, width] ...
 _SIZES = ("data.image_size", "data.resize")
 # ... and model options that are a list for one model and a number for another (mlp's hidden
@@ -130,6 +137,10 @@ _CHOICES = {
     "model.stem": ("auto", "imagenet", "cifar"),
     "model.norm": ("torch", "scratch"),
     "model.classifier": ("fc", "linear"),
+    # data/policies.py's POLICIES (config does not import data: the layers are independent)
+    "data.augment.policy": ("randaugment", "trivialaugment", "autoaugment_cifar10", "autoaugment_svhn",
+                            "autoaugment_imagenet"),
+    "data.augment.erasing_value": ("mean", "noise"),
 }
 
 
@@ -244,7 +255,8 @@ def check_config(cfg: DictConfig) -> None:
         value = _literal(cfg, key)
         if value is not None and value not in choices:
             raise CnnbenchError(f"{key}={value!r} is not one of: {', '.join(choices)}")
-    for key in ("data.augment.resized_crop_scale", "data.augment.resized_crop_ratio"):
+    for key in ("data.augment.resized_crop_scale", "data.augment.resized_crop_ratio", "data.augment.erasing_scale",
+                "data.augment.erasing_ratio"):
         pair = _literal(cfg, key)
         if pair is not None and (not isinstance(pair, list) or len(pair) != 2 or pair[0] > pair[1]):
             raise CnnbenchError(f"{key}={pair} must be [low, high] with low <= high")

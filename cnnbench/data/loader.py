@@ -54,6 +54,13 @@ def sample_transform(cfg: DictConfig, train: bool, size: tuple[int, int],
         steps.append(v2.RandomCrop(crop_size, padding=cfg.augment.crop_padding))
     if train and cfg.augment.hflip:
         steps.append(v2.RandomHorizontalFlip())
+    policy = cfg.augment.get("policy") if train else None  # .get: configs saved before the key existed
+    if policy == "randaugment":
+        steps.append(v2.RandAugment(cfg.augment.get("policy_ops", 2), cfg.augment.get("policy_magnitude", 9)))
+    elif policy == "trivialaugment":
+        steps.append(v2.TrivialAugmentWide())
+    elif policy:  # autoaugment_cifar10, _svhn, _imagenet
+        steps.append(v2.AutoAugment(v2.AutoAugmentPolicy(policy.removeprefix("autoaugment_"))))
     if train and cfg.augment.get("color_jitter"):  # .get: configs saved before the key existed
         # brightness, contrast and saturation each scaled by its own random factor in [1-s, 1+s]
         strength = cfg.augment.color_jitter
@@ -61,6 +68,10 @@ def sample_transform(cfg: DictConfig, train: bool, size: tuple[int, int],
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(cfg.mean), list(cfg.std))]
     if native is not None and native != size:
         steps.append(v2.Resize(size, antialias=False))  # bilinear on floats, as MemoryLoader
+    if train and cfg.augment.get("random_erasing"):  # on the normalised image, as MemoryLoader
+        steps.append(v2.RandomErasing(cfg.augment.random_erasing, scale=tuple(cfg.augment.erasing_scale),
+                                      ratio=tuple(cfg.augment.erasing_ratio),
+                                      value="random" if cfg.augment.erasing_value == "noise" else 0.0))
     return v2.Compose(steps)
 
 

@@ -76,7 +76,7 @@ class MemoryLoader:
         height, width = self.images.shape[-2:]
         for batch in range(len(self)):
             index = order[batch * self.batch_size:(batch + 1) * self.batch_size]
-            draws = self.augment.draw(len(index), height, width, generator) if self.augment else {}
+            draws = self.augment.draw(len(index), height, width, generator, self.size) if self.augment else {}
             if batch < self.start:
                 # Skipped, but its random numbers were drawn: the batches after it get the crops
                 # and flips an uninterrupted epoch gives them.
@@ -86,6 +86,8 @@ class MemoryLoader:
             images = images.mul_(self.scale).add_(self.shift)  # in place: one buffer
             if tuple(images.shape[-2:]) != self.size:
                 images = F.interpolate(images, size=self.size, mode="bilinear", align_corners=False)
+            if self.augment:  # random erasing works on the normalised images, as torchvision's
+                images = self.augment.erase(images, draws)
             yield images, self.labels.index_select(0, index)
 
     def gather(self, index: torch.Tensor) -> torch.Tensor:
