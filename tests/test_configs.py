@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from cnnbench.config.checks import check_config
+from cnnbench.config.shapes import input_shape
 from cnnbench.engine.build import build_optimizer
 
 GROUPS = {group: sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
@@ -23,6 +24,7 @@ GROUPS = {group: sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
 
 def test_groups_hold_what_the_issue_lists():
     assert {"mnist", "fashion_mnist", "cifar10", "imagefolder", "fake"} <= set(GROUPS["data"])
+    assert {"cifar100", "svhn", "stl10", "kmnist", "emnist"} <= set(GROUPS["data"])  # issue #26
     assert {"sgd", "adam", "adamw"} <= set(GROUPS["optimizer"])
     assert {"none", "step", "multistep", "cosine", "onecycle"} <= set(GROUPS["scheduler"])
     assert {"lenet", "mlp"} <= set(GROUPS["model"])
@@ -122,6 +124,30 @@ def test_every_model_config_builds(compose_config, model):
     cfg = compose_config(f"model={model}")
     net = instantiate(cfg.model, num_classes=10, in_channels=1, image_size=[28, 28], _convert_="all")
     assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+# each (channels, height, width, classes) a data config gives the model, once: STL-10's 96 px, EMNIST's
+# 28 px and 47 classes, CIFAR-100's 100... (input_shape reads only literal keys of the YAML file)
+DATA_SHAPES = sorted({input_shape(OmegaConf.load(REPO / "conf" / "data" / f"{data}.yaml"))
+                      for data in GROUPS["data"]})
+
+
+@pytest.mark.slow  # seconds each; test_models.py runs every model at every size, with 5 classes
+@pytest.mark.parametrize("shape", DATA_SHAPES, ids=[f"{c}x{h}x{w}-{k}-classes" for c, h, w, k in DATA_SHAPES])
+def test_every_model_builds_for_every_dataset(shape):
+    channels, height, width, classes = shape
+    for model in GROUPS["model"]:
+        # the meta device: tensors without memory, so only the shapes are worked out
+        with torch.device("meta"):
+            net = instantiate(OmegaConf.load(REPO / "conf" / "model" / f"{model}.yaml"), num_classes=classes,
+                              in_channels=channels, image_size=[height, width], _convert_="all")
+            out = net.eval()(torch.empty(2, channels, height, width))
+        assert out.shape == (2, classes), model
+
+
+def test_the_datasets_shapes_include_the_new_ones():
+    assert {(3, 96, 96, 10), (1, 28, 28, 47), (3, 32, 32, 100), (1, 28, 28, 10), (3, 32, 32, 10)} \
+        <= set(DATA_SHAPES)
 
 
 @pytest.mark.parametrize("data", GROUPS["data"])

@@ -1,7 +1,7 @@
 """Datasets: find them on disk, load them, and serve normalised batches to the training loop.
 
 Two ways to serve batches, chosen by `data.loader`:
-- `memory` (MNIST, Fashion-MNIST, CIFAR-10, fake): the whole split is one uint8 tensor on the
+- `memory` (the built-in datasets and fake): the whole split is one uint8 tensor on the
   training device; each batch is gathered, augmented, converted and normalised there
   (memory.py, augment.py). Per-sample PIL transforms in a DataLoader cost about as much as
   LeNet's whole compute on a 2-core CPU.
@@ -19,7 +19,11 @@ from omegaconf import DictConfig
 from cnnbench.data.augment import Augment, random_crop_flip
 from cnnbench.data.datasets import (
     load_cifar10,
+    load_cifar100,
+    load_emnist,
     load_idx_dataset,
+    load_stl10,
+    load_svhn,
     make_fake,
     permute_pixels,
     pixel_permutation,
@@ -38,7 +42,9 @@ __all__ = ["IMAGE_ERRORS", "IMAGE_EXTENSIONS", "Data", "ImageFiles", "MemoryLoad
            "stratified_split"]
 
 
-LOADERS = {"mnist": load_idx_dataset, "fashion_mnist": load_idx_dataset, "cifar10": load_cifar10}
+LOADERS = {"mnist": load_idx_dataset, "fashion_mnist": load_idx_dataset, "kmnist": load_idx_dataset,
+           "emnist": load_emnist, "cifar10": load_cifar10, "cifar100": load_cifar100, "svhn": load_svhn,
+           "stl10": load_stl10}
 
 
 def build_data(cfg: DictConfig, *, batch_size: int, seed: int, device: torch.device,
@@ -122,5 +128,7 @@ def hold_out_validation(splits: dict[str, Batch], cfg: DictConfig) -> tuple[dict
 
 def holdout_description(cfg: DictConfig) -> dict[str, Any]:
     """What decided a built-in dataset's split, for its record."""
-    return {"dataset": cfg.name, "val_split": cfg.get("val_split"), "split_seed": cfg.get("split_seed", 0),
-            "train_limit": cfg.get("train_limit")}
+    # the options that choose the files or labels read: EMNIST's split, CIFAR-100's labels, SVHN's extra
+    chosen = {key: cfg[key] for key in ("split", "labels", "svhn_extra") if key in cfg}
+    return {"dataset": cfg.name, **chosen, "val_split": cfg.get("val_split"),
+            "split_seed": cfg.get("split_seed", 0), "train_limit": cfg.get("train_limit")}
