@@ -82,8 +82,11 @@ def test_each_operation_transforms_an_image_as_torchvisions_does(name, magnitude
         ours = apply_policy(images.float(), torch.full((6, 1), OPS.index(name)), torch.full((6, 1), float(magnitude)))
         theirs = torch.stack([torchvision_op(image, name, magnitude) for image in images]).float()
         difference = (ours - theirs).abs()
-        if name == "color":  # torchvision weighs red 0.2989, not 0.299: at most one level apart
-            assert difference.max() <= 1 and (difference == 0).float().mean() > 0.95, (name, magnitude)
+        if name in ("color", "sharpness"):
+            # colour weighs red 0.299 (torchvision 0.2989); both blend as other + f x (x - other),
+            # where torchvision's f x x + (1 - f) x other can land a hair below a whole level
+            # (sharpness: on the border, where x = other) and truncation lowers it by one
+            assert difference.max() <= 1 and (difference == 0).float().mean() > 0.9, (name, magnitude)
         elif OPS.index(name) in GEOMETRIC:
             # A source exactly between two pixels (a shear of 0.2 puts one on every fifth row) is
             # read from either, as float rounding falls: a few pixels come from a neighbour.

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from torchvision import transforms
 
 from cnnbench.data.datasets import IDX_FILES, find_idx_folder, idx_file
+from cnnbench.data.loader import policy_transform
 
 
 class _CIFAR10Copy(torchvision.datasets.CIFAR10):
@@ -26,8 +27,8 @@ def torchvision_dataset(cfg: DictConfig, scratch: Path, train: bool = True) -> t
     """The torchvision dataset class the notebooks use, with their per-sample transforms."""
     normalize = [transforms.ToTensor(), transforms.Normalize(list(cfg.data.mean), list(cfg.data.std))]
     if cfg.data.name == "cifar10":
-        augment = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()] if train else []
-        return _CIFAR10Copy(cfg.data.root, train=train, transform=transforms.Compose(augment + normalize))
+        return _CIFAR10Copy(cfg.data.root, train=train, transform=transforms.Compose(
+            (pil_augmentation(cfg.data.augment) if train else []) + normalize))
     # torchvision's (Fashion)MNIST reads extracted files from root/<Class>/raw: unpack ours there.
     dataset_class = torchvision.datasets.FashionMNIST if cfg.data.name == "fashion_mnist" \
         else torchvision.datasets.MNIST
@@ -42,6 +43,19 @@ def torchvision_dataset(cfg: DictConfig, scratch: Path, train: bool = True) -> t
         with opener(source, "rb") as file:
             (raw / name).write_bytes(file.read())
     return dataset_class(str(scratch), train=train, transform=transforms.Compose(normalize))
+
+
+def pil_augmentation(augment: DictConfig) -> list:
+    """The per-sample PIL transforms a notebook writes for CIFAR-10's augmentation: the random crop
+    and flip, and the run's automatic policy (torchvision's, per image)."""
+    steps = []
+    if augment.crop_padding:
+        steps.append(transforms.RandomCrop(32, padding=augment.crop_padding))
+    if augment.hflip:
+        steps.append(transforms.RandomHorizontalFlip())
+    if augment.get("policy"):
+        steps.append(policy_transform(transforms, augment))
+    return steps
 
 
 def textbook(data_root: str, epochs: int, limit: int | None) -> None:

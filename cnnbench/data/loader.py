@@ -54,13 +54,8 @@ def sample_transform(cfg: DictConfig, train: bool, size: tuple[int, int],
         steps.append(v2.RandomCrop(crop_size, padding=cfg.augment.crop_padding))
     if train and cfg.augment.hflip:
         steps.append(v2.RandomHorizontalFlip())
-    policy = cfg.augment.get("policy") if train else None  # .get: configs saved before the key existed
-    if policy == "randaugment":
-        steps.append(v2.RandAugment(cfg.augment.get("policy_ops", 2), cfg.augment.get("policy_magnitude", 9)))
-    elif policy == "trivialaugment":
-        steps.append(v2.TrivialAugmentWide())
-    elif policy:  # autoaugment_cifar10, _svhn, _imagenet
-        steps.append(v2.AutoAugment(v2.AutoAugmentPolicy(policy.removeprefix("autoaugment_"))))
+    if train and cfg.augment.get("policy"):  # .get: configs saved before the key existed
+        steps.append(policy_transform(v2, cfg.augment))
     if train and cfg.augment.get("color_jitter"):  # .get: configs saved before the key existed
         # brightness, contrast and saturation each scaled by its own random factor in [1-s, 1+s]
         strength = cfg.augment.color_jitter
@@ -73,6 +68,18 @@ def sample_transform(cfg: DictConfig, train: bool, size: tuple[int, int],
                                       ratio=tuple(cfg.augment.erasing_ratio),
                                       value="random" if cfg.augment.erasing_value == "noise" else 0.0))
     return v2.Compose(steps)
+
+
+def policy_transform(transforms, augment: DictConfig):
+    """torchvision's per-image transform for `augment.policy`, from `transforms` (torchvision's v2
+    module, or the v1 one the course notebooks use)."""
+    policy = augment.policy
+    if policy == "randaugment":
+        return transforms.RandAugment(augment.get("policy_ops", 2), augment.get("policy_magnitude", 9))
+    if policy == "trivialaugment":
+        return transforms.TrivialAugmentWide()
+    # autoaugment_cifar10, _svhn, _imagenet
+    return transforms.AutoAugment(transforms.AutoAugmentPolicy(policy.removeprefix("autoaugment_")))
 
 
 class EpochSamples(Dataset):

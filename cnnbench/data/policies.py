@@ -181,30 +181,41 @@ def affine(images: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor) -> t
     top-left corner, whole-pixel shifts, rotation about the centre): one gather for them all
     (affine_grid and grid_sample took 4x as long on a CPU)."""
     count, channels, height, width = images.shape
+    # A policy draws few distinct (operation, magnitude) pairs (RandAugment: 10 geometric ones):
+    # each pair's map is computed once per batch. One number per pair, since no magnitude
+    # reaches 2**15 (unique over rows, dim=0, took 10x as long).
+    pairs, pair_of_image = torch.unique(op.double() * 2**16 + magnitude.double(), return_inverse=True)
+    first = torch.empty(len(pairs), dtype=torch.long, device=op.device)
+    first.scatter_(0, pair_of_image, torch.arange(count, device=op.device))  # an image of each pair
+    maps = source_pixels(op.index_select(0, first), magnitude.index_select(0, first), height, width)
+    index = maps.index_select(0, pair_of_image).view(count, 1, -1).expand(-1, channels, -1)
+    framed = F.pad(images, (1, 1, 1, 1)).flatten(2)  # one pixel of zeros around each image
+    return framed.gather(2, index).view_as(images)
+
+
+def source_pixels(op: torch.Tensor, magnitude: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """len(op) x (height x width): for each output pixel of each (operation, magnitude), the
+    pixel it is read from in the image framed by one pixel of zeros (a source outside the image is
+    clamped onto the frame)."""
     zero = torch.zeros_like(magnitude)
     angle = torch.deg2rad(torch.where(op == ROTATE, magnitude, zero))
     cos, sin = torch.cos(angle), torch.sin(angle)
     shear_x, shear_y = (torch.where(op == kind, magnitude, zero) for kind in (SHEAR_X, SHEAR_Y))
     shift_x, shift_y = (torch.where(op == kind, magnitude.trunc(), zero) for kind in (TRANSLATE_X, TRANSLATE_Y))
-    # Each image's inverse map (output pixel -> input pixel), in pixels from the image's centre;
-    # an image has one operation, so the others' terms are 0 (and cos 1, sin 0).
-    x = (torch.arange(width, device=images.device) + 0.5 - width / 2).view(1, 1, width)
-    y = (torch.arange(height, device=images.device) + 0.5 - height / 2).view(1, height, 1)
-    def per_image(value: torch.Tensor) -> torch.Tensor:
-        return value.view(count, 1, 1)
+    # The inverse map (output pixel -> input pixel), in pixels from the image's centre; one
+    # operation each, so the others' terms are 0 (and cos 1, sin 0).
+    x = (torch.arange(width, device=op.device) + 0.5 - width / 2).view(1, 1, width)
+    y = (torch.arange(height, device=op.device) + 0.5 - height / 2).view(1, height, 1)
+    def each(value: torch.Tensor) -> torch.Tensor:
+        return value.view(-1, 1, 1)
     # (side - 1) / 2 from the centre back to pixel indices
-    source_x = per_image(cos) * x + per_image(shear_x - sin) * y + per_image(shear_x * height / 2 - shift_x
-                                                                             + (width - 1) / 2)
-    source_y = per_image(sin + shear_y) * x + per_image(cos) * y + per_image(shear_y * width / 2 - shift_y
-                                                                             + (height - 1) / 2)
-    # The nearest pixel (ties to even, as grid_sample's nearest mode rounds), read from the image
-    # framed by one pixel of zeros: a source outside the image is clamped onto the frame.
+    source_x = each(cos) * x + each(shear_x - sin) * y + each(shear_x * height / 2 - shift_x + (width - 1) / 2)
+    source_y = each(sin + shear_y) * x + each(cos) * y + each(shear_y * width / 2 - shift_y + (height - 1) / 2)
+    # the nearest pixel, ties to even as grid_sample's nearest mode rounds
     column = source_x.round_().clamp_(-1, width)
     row = source_y.round_().clamp_(-1, height)
     index = row.mul_(width + 2).add_(column).add_(width + 3)  # (row + 1) x framed width + column + 1
-    index = index.long().view(count, 1, -1).expand(-1, channels, -1)
-    framed = F.pad(images, (1, 1, 1, 1)).flatten(2)
-    return framed.gather(2, index).view_as(images)
+    return index.long().view(len(op), height * width)
 
 
 # ITU-R 601 luma weights (torchvision's rgb_to_grayscale rounds the first to 0.2989)
@@ -221,8 +232,12 @@ def grey_levels(images: torch.Tensor) -> torch.Tensor:
 
 def blend_(images: torch.Tensor, other: torch.Tensor | float, factor: torch.Tensor) -> None:
     """images = factor x images + (1 - factor) x other, clipped and truncated to whole levels
-    (torchvision's _blend on uint8), in place."""
-    images.mul_(factor).add_((1 - factor) * other).clamp_(0, 255).floor_()
+    (torchvision's _blend on uint8), in place. (torchvision's float sum can land a hair below a
+    whole level, which truncation then lowers by one: at most one level apart.)"""
+    # other + factor x (images - other): lerp does it in one pass over the images
+    if not isinstance(other, torch.Tensor):
+        other = torch.tensor(other, device=images.device)
+    torch.lerp(other, images, factor, out=images).clamp_(0, 255).floor_()
 
 
 def brightness(images: torch.Tensor, magnitude: torch.Tensor) -> None:
@@ -249,10 +264,8 @@ def sharpness(images: torch.Tensor, magnitude: torch.Tensor) -> None:
     # the 3x3 sums as shifted slices, rows then columns (a grouped conv2d took 10x as long on a CPU)
     rows = images[..., :-2, :] + images[..., 1:-1, :] + images[..., 2:, :]
     box = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
-    smooth = images.clone()  # the border is kept ...
-    smooth[..., 1:-1, 1:-1] = ((box + 4 * images[..., 1:-1, 1:-1]) / 13).round_()
-    # ... and blended with itself too, as torchvision does: its float blend can lower a level by one
-    blend_(images, smooth, 1 + magnitude)
+    smooth = ((box + 4 * images[..., 1:-1, 1:-1]) / 13).round_()
+    blend_(images[..., 1:-1, 1:-1], smooth, 1 + magnitude)  # the border pixels are kept
 
 
 def posterize(images: torch.Tensor, bits: torch.Tensor) -> None:
