@@ -13,6 +13,7 @@ from conftest import REPO, write_cifar10, write_idx_dataset
 from omegaconf import OmegaConf
 from PIL import Image
 from test_configs import run_cli
+from test_datasets_more import write_cifar100
 from torch import nn
 from torchvision.transforms import v2
 
@@ -37,11 +38,12 @@ def _count(model: nn.Module) -> int:
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
-    """One data root holding tiny MNIST, Fashion-MNIST and CIFAR-10, each in its real format."""
+    """One data root holding tiny MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100, each in its real format."""
     root = tmp_path_factory.mktemp("data")
     write_idx_dataset(root / "MNIST" / "raw", train=64, test=16)
     write_idx_dataset(root / "FashionMNIST" / "raw", train=64, test=16)
     write_cifar10(root, per_batch=16, test=16)
+    write_cifar100(root, train=200, test=20)
     return root
 
 
@@ -58,7 +60,8 @@ def tiny(data: str, data_root: Path, image_root: Path) -> list[str]:
     """Overrides that point a preset at the tiny datasets and cut it to two steps of 4 images."""
     where = ([f"data.root={image_root}"] if data == "imagefolder"
              else [f"data.root={data_root}", "data.download=false", "data.val_split=0.1"])
-    return [*where, "epochs=1", "limit_batches=2", "batch_size=4", "device=cpu", "num_workers=0", "threads=1"]
+    return [*where, "epochs=1", "warmup_epochs=0", "limit_batches=2", "batch_size=4", "device=cpu", "num_workers=0",
+            "threads=1"]
 
 
 # ---------------------------------------------------------------- every preset
@@ -68,7 +71,8 @@ def test_there_is_a_preset_for_every_experiment_of_the_issue():
         "lenet_mnist", "mlp_vs_cnn", "d2l_lenet", "d2l_lenet_bn", "d2l_alexnet", "d2l_vgg11", "d2l_nin",
         "d2l_googlenet", "d2l_resnet18", "d2l_densenet", "vgg_cifar10", "resnet18_cifar10",
         "densenet121_cifar10", "vgg_cifar10_long", "resnet18_cifar10_long", "densenet121_cifar10_long",
-        "resdensenet_imagefolder", "fast_cifar10", "finetune_imagefolder", "finetune_cifar10"}
+        "resdensenet_imagefolder", "fast_cifar10", "finetune_imagefolder", "finetune_cifar10",
+        "resnet18_cifar100_long", "resnet18_cifar10_augmented"}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
