@@ -92,11 +92,10 @@ class Augment:
             if "policy_ops" in draws:  # the policy's operations work on whole levels, as on uint8
                 images = images.round_()
         elif "top" in draws:  # crop and flip as one gather, on the uint8 pixels
-            images = random_crop_flip(images, self.crop_padding, self.hflip, draws=draws).float()
-        else:
-            images = images.float()
-        if "policy_ops" in draws:
+            images = random_crop_flip(images, self.crop_padding, self.hflip, draws=draws)
+        if "policy_ops" in draws:  # uint8 in: its first sort moves a quarter of the bytes
             images = apply_policy(images, draws["policy_ops"], draws["policy_magnitudes"])
+        images = images.float()
         if "jitter" in draws:
             images = color_jitter(images, draws["jitter"])
         return images

@@ -148,13 +148,14 @@ class Policy:
 
 
 def apply_policy(images: torch.Tensor, ops: torch.Tensor, magnitudes: torch.Tensor) -> torch.Tensor:
-    """float N x C x H x W images (whole numbers in [0, 255]), image i transformed by ops[i, 0] at
-    magnitudes[i, 0], then ops[i, 1]..., as torchvision's operations would transform it."""
+    """N x C x H x W images (uint8, or float holding whole numbers in [0, 255]), image i transformed
+    by ops[i, 0] at magnitudes[i, 0], then ops[i, 1]..., as torchvision's operations would
+    transform it: float32 out."""
     rows = torch.arange(len(images), device=images.device)  # which image each row of `images` holds
     for step in range(ops.shape[1]):
         # sorted by operation, each operation's images are one slice: it runs once per batch
         order = torch.argsort(ops[:, step].index_select(0, rows), stable=True)
-        images, rows = images.index_select(0, order), rows.index_select(0, order)
+        images, rows = images.index_select(0, order).float(), rows.index_select(0, order)
         transform_sorted(images, ops[:, step].index_select(0, rows), magnitudes[:, step].index_select(0, rows))
     # back in the batch's order (index_select with the inverse order: 4x faster than index_copy_)
     return images.index_select(0, torch.argsort(rows))
