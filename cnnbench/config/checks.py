@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cnnbench.config.shapes import SHAPED_DATASETS, input_shape, training_images
+from cnnbench.config.shapes import CLASS_OPTIONS, SHAPED_DATASETS, input_shape, training_images
 from cnnbench.errors import CnnbenchError
 from cnnbench.runtime.host import memory_bytes
 
@@ -123,7 +123,8 @@ _TEXT_LISTS = {"data.search_dirs": "give a list of folders, e.g. data.search_dir
 # keys that take true or false (a string 'yes' would be truthy and silently mean true)
 _BOOLEANS = ("channels_last", "compile", "sync_bn", "tta", "overfit", "keep_freed_memory", "deterministic",
              "optimizer.nesterov", "optimizer.amsgrad", "data.download", "data.grayscale", "data.permute_pixels",
-             "data.augment.hflip", "data.cache", "model.batch_norm", "model.aux_logits", "ema.warmup")
+             "data.augment.hflip", "data.cache", "data.svhn_extra", "model.batch_norm", "model.aux_logits",
+             "ema.warmup")
 
 
 # key -> the values it may take
@@ -141,6 +142,9 @@ _CHOICES = {
     "data.augment.policy": ("randaugment", "trivialaugment", "autoaugment_cifar10", "autoaugment_svhn",
                             "autoaugment_imagenet"),
     "data.augment.erasing_value": ("mean", "noise"),
+    # the options that choose a dataset's classes: CIFAR-100's data.labels, EMNIST's data.split (only
+    # their configs have these keys)
+    **{f"data.{key}": tuple(counts) for key, counts in CLASS_OPTIONS.values()},
 }
 
 
