@@ -58,7 +58,10 @@ def _train(cfg: DictConfig, run_dir: Path, resume: bool | str | None = None,
         # --help should answer at once.
         from cnnbench.engine.train import train
 
-        return train(cfg, run_dir, resume, accepted=record, check_claim=check_claim)
+        # a sweep's runs are grouped by its folder's name in the trackers (W&B's group, MLflow's tag)
+        hydra_cfg = HydraConfig.get()
+        sweep = Path(hydra_cfg.sweep.dir).name if hydra_cfg.mode == RunMode.MULTIRUN else None
+        return train(cfg, run_dir, resume, accepted=record, check_claim=check_claim, sweep=sweep)
     except Exception:
         if HydraConfig.get().mode == RunMode.MULTIRUN and not (run_dir / ".hydra").exists():
             record()  # a new sweep job that failed: its folder still says what it was (the leaderboard reads it)

@@ -124,7 +124,7 @@ _TEXT_LISTS = {"data.search_dirs": "give a list of folders, e.g. data.search_dir
 _BOOLEANS = ("channels_last", "compile", "sync_bn", "tta", "overfit", "keep_freed_memory", "deterministic",
              "optimizer.nesterov", "optimizer.amsgrad", "data.download", "data.grayscale", "data.permute_pixels",
              "data.augment.hflip", "data.cache", "data.svhn_extra", "model.batch_norm", "model.aux_logits",
-             "ema.warmup")
+             "ema.warmup", "logger.mlflow.log_checkpoint")
 
 
 # key -> the values it may take
@@ -142,6 +142,7 @@ _CHOICES = {
     "data.augment.policy": ("randaugment", "trivialaugment", "autoaugment_cifar10", "autoaugment_svhn",
                             "autoaugment_imagenet"),
     "data.augment.erasing_value": ("mean", "noise"),
+    "logger.wandb.mode": ("offline", "online", "disabled"),
     # the options that choose a dataset's classes: CIFAR-100's data.labels, EMNIST's data.split (only
     # their configs have these keys)
     **{f"data.{key}": tuple(counts) for key, counts in CLASS_OPTIONS.values()},

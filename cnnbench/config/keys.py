@@ -15,7 +15,12 @@ from typing import Any
 RUNTIME_KEYS = ("resume", "steps_per_epoch", "num_workers", "log_every", "device", "threads",
                 "keep_freed_memory", "jobs_per_gpu", "launcher", "hparams_search", "data.root",
                 "data.download", "data.search_dirs", "data.cache", "data.cache_dir",
-                "data.memory_budget_gb", "data.accuracy_targets")
+                "data.memory_budget_gb", "data.accuracy_targets",
+                # the trackers a run reports to (conf/logger/), each key by name: a sweep folder's name
+                # leaves out only the keys named exactly (tests/test_loggers.py checks they all are)
+                "logger", "logger.mlflow.tracking_uri", "logger.mlflow.experiment_name",
+                "logger.mlflow.run_name", "logger.mlflow.log_checkpoint", "logger.wandb.project",
+                "logger.wandb.entity", "logger.wandb.mode", "logger.wandb.group")
 
 
 # What a resume may change besides the runtime keys: how long the run goes on and the schedule it

@@ -103,8 +103,10 @@ def check_saved_overrides(saved: list[str], source: str, config_dirs: Sequence[P
         if key in groups:
             options = set(groups[key]) | {path.stem for folder in config_dirs
                                           for path in (Path(folder) / key).glob("*.yaml")}
-            if value is not None and value not in options:
-                raise refuse(f"{key} has no option {value!r}")
+            # one option, or a list of them ('logger=[csv,mlflow]')
+            for option in value if isinstance(value, list) else [value]:
+                if option is not None and (not isinstance(option, str) or option not in options):
+                    raise refuse(f"{key} has no option {option!r}")
             continue
         _check_override_value(value, refuse)
     return saved

@@ -1,5 +1,5 @@
-"""What a run reports about itself: metrics.json's summary, the HParams TensorBoard shows, and
-the run's peak memory."""
+"""What a run reports about itself: metrics.json's summary, the HParams TensorBoard shows, the tags
+an experiment tracker gets, and the run's peak memory."""
 
 import functools
 import platform
@@ -70,6 +70,14 @@ def provenance(device: torch.device) -> dict[str, Any]:
         "hostname": HOST, "command": shlex.join(sys.orig_argv),
         "git_commit": git_commit(Path.cwd()),
     }
+
+
+def tracker_tags(cfg: DictConfig, run_dir: Path, device: torch.device) -> dict[str, str]:
+    """What an experiment tracker (MLflow's tags) is told produced a run: model, data, seed, the run
+    folder, and its provenance."""
+    tags = {"model": model_name(cfg.model), "data": cfg.data.name, "seed": cfg.seed,
+            "run_folder": str(run_dir.absolute()), **provenance(device)}
+    return {key: str(value) for key, value in tags.items() if value is not None}
 
 
 def package_version(name: str) -> str | None:

@@ -5,14 +5,16 @@ importing torch (the command checks these before Hydra starts)."""
 from pathlib import Path
 
 from cnnbench.errors import CnnbenchError
+from cnnbench.loggers import LOGGER_FILES
 
-# The files a run writes in its folder (each written whole: files.write_whole).
+# The files a run writes in its folder (each written whole: files.write_whole), and its loggers'
+# (metrics.csv, trackers.json, W&B's folder wandb/).
 CHECKPOINTS = ("last.pt", "best.pt")
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.json"
 SPLIT_FILE = "split.json"
 PICTURES = ("curves.png", "confusion_matrix.png")
-RUN_FILES = (*CHECKPOINTS, METRICS_FILE, CONFIG_FILE, SPLIT_FILE, *PICTURES)
+RUN_FILES = (*CHECKPOINTS, METRICS_FILE, CONFIG_FILE, SPLIT_FILE, *PICTURES, *LOGGER_FILES)
 # What Hydra writes in a run folder (the console log: hydra.job.name is "run"), with a plain
 # open() (through a link), and what cnnbench writes for it once a run is accepted: the composed
 # config and its overrides.

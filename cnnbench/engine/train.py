@@ -31,12 +31,13 @@ from cnnbench.engine.checkpoint import (
     write_json,
 )
 from cnnbench.engine.faults import LossWatch, StopSignals, check_weights
-from cnnbench.engine.metrics import hparams, minor_page_faults, summarise
+from cnnbench.engine.metrics import hparams, minor_page_faults, summarise, tracker_tags
 from cnnbench.engine.resume import continued_config, refuse_changes
-from cnnbench.engine.run_folder import find_resume_checkpoint
+from cnnbench.engine.run_folder import METRICS_FILE, PICTURES, find_resume_checkpoint
 from cnnbench.engine.state import EpochSums, Run, RunState
 from cnnbench.engine.validation import misclassified, per_class_accuracy, score_test, validate
 from cnnbench.errors import CnnbenchError, Interrupted
+from cnnbench.loggers import Loggers, check_loggers
 from cnnbench.models.cost import parameters
 from cnnbench.models.torchvision_weights import freeze_pretrained
 from cnnbench.runtime import distributed
@@ -46,18 +47,21 @@ log = logging.getLogger("cnnbench")
 
 
 def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None = None,
-          accepted: Callable[[], None] | None = None, check_claim: Callable[[], None] | None = None
-          ) -> dict[str, Any]:
-    """Train cfg.model on cfg.data; leave checkpoints, TensorBoard events and metrics.json in run_dir.
+          accepted: Callable[[], None] | None = None, check_claim: Callable[[], None] | None = None,
+          sweep: str | None = None) -> dict[str, Any]:
+    """Train cfg.model on cfg.data; leave checkpoints, TensorBoard events and metrics.json in run_dir,
+    and report to the loggers cfg.logger chooses (cnnbench/loggers/).
 
     `resume_from`: a run folder or checkpoint to continue, True for run_dir's own last.pt, False
     for a new run; None: as cfg.resume says. `accepted()` is called once the run is accepted (its
     config checked, a checkpoint to resume matched), before anything is written in run_dir.
     `check_claim`: called before every write of a run file; it raises (and the run stops) when
-    run_dir is no longer this process's (sweep/claims.py).
+    run_dir is no longer this process's (sweep/claims.py). `sweep`: the sweep folder's name, for a
+    sweep's run (the trackers group its runs by it).
     """
     run_dir = Path(run_dir)
     check_config(cfg)  # bad values fail here, before any data is loaded
+    check_loggers(cfg.get("logger"))  # and a logger whose package is missing (.get: configs saved before it)
     checkpoint_path = find_resume_checkpoint(cfg.resume if resume_from is None else resume_from, run_dir)
     saved = load_checkpoint(checkpoint_path) if checkpoint_path else None
     if saved:  # what may not change on resume is refused before the data loads (engine/resume.py)
@@ -89,7 +93,8 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
         run_dir.mkdir(parents=True, exist_ok=True)
         still_ours()
         remove_unfinished_writes(run_dir)
-        write_json(OmegaConf.to_container(cfg, resolve=True), run_dir / "config.json")
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        write_json(resolved, run_dir / "config.json")
         write_json(data.split, run_dir / "split.json")  # which images went where
     board = Board(run_dir, data.classes, data.mean, data.std, enabled=main)
     parameter_count = parameters(model)
@@ -112,53 +117,62 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
     def save_last() -> None:
         save("last.pt")
 
+    loggers = Loggers()  # the trackers cfg.logger chooses besides TensorBoard (cnnbench/loggers/)
+    if main:  # rank 0's alone
+        still_ours()  # (the run folder keeps their ids)
+        loggers = Loggers.start(resolved, run_dir, state.history, tracker_tags(cfg, run_dir, device), sweep,
+                                resumed=saved is not None)
     confusion: list[list[int]] = []
-    with StopSignals() as signals:
-        for epoch in range(state.epoch, cfg.epochs):
-            if state.stalled(cfg.early_stopping.patience):
-                log.info("early stop: no better val acc for %d epochs since epoch %d",
-                         cfg.early_stopping.patience, state.best_epoch)
-                break
-            faults = minor_page_faults()
-            trained = train_epoch(run, epoch, state, save_last, signals)
-            evaluation_start = time.perf_counter()
-            val = None if trained is None else validate(
-                run, stop=lambda step: signals.stop_now(step, cfg.log_every, device))
-            if val is None:  # a signal came: last.pt holds where training got to
+    with loggers:  # a run that fails or is stopped closes its tracker runs as such
+        with StopSignals() as signals:
+            for epoch in range(state.epoch, cfg.epochs):
+                if state.stalled(cfg.early_stopping.patience):
+                    log.info("early stop: no better val acc for %d epochs since epoch %d",
+                             cfg.early_stopping.patience, state.best_epoch)
+                    break
+                faults = minor_page_faults()
+                trained = train_epoch(run, epoch, state, save_last, signals)
+                evaluation_start = time.perf_counter()
+                val = None if trained is None else validate(
+                    run, stop=lambda step: signals.stop_now(step, cfg.log_every, device))
+                if val is None:  # a signal came: last.pt holds where training got to
+                    save_last()
+                    raise Interrupted(signals.received.name, signals.received, stopped_at(state, epoch, cfg),
+                                      str(run_dir))
+                confusion = val["live"]["confusion"] if val["live"] else []
+                record = epoch_record(run, epoch, trained, val, time.perf_counter() - evaluation_start)
+                record["page_faults"] = minor_page_faults() - faults
+                state.finish_epoch(record)
+                state.per_class_acc = per_class_accuracy(confusion, data.classes) if confusion else {}
+                state.skipped_images = sorted(set(state.skipped_images) | skipped_images(run))
+                board.epoch(record, confusion)
+                log.info("epoch %d/%d  train loss %.4f acc %.4f  %s  %.0f img/s  %.1f s", epoch + 1,
+                         cfg.epochs, record["train_loss"], record["train_acc"], validation_words(record),
+                         record["images_per_sec"], record["epoch_time_s"])
+                if state.record_best(record, cfg.ema.best_by if run.ema else "live"):
+                    save("best.pt")
                 save_last()
-                raise Interrupted(signals.received.name, signals.received, stopped_at(state, epoch, cfg),
-                                  str(run_dir))
-            confusion = val["live"]["confusion"] if val["live"] else []
-            record = epoch_record(run, epoch, trained, val, time.perf_counter() - evaluation_start)
-            record["page_faults"] = minor_page_faults() - faults
-            state.finish_epoch(record)
-            state.per_class_acc = per_class_accuracy(confusion, data.classes) if confusion else {}
-            state.skipped_images = sorted(set(state.skipped_images) | skipped_images(run))
-            board.epoch(record, confusion)
-            log.info("epoch %d/%d  train loss %.4f acc %.4f  %s  %.0f img/s  %.1f s", epoch + 1, cfg.epochs,
-                     record["train_loss"], record["train_acc"], validation_words(record), record["images_per_sec"],
-                     record["epoch_time_s"])
-            if state.record_best(record, cfg.ema.best_by if run.ema else "live"):
-                save("best.pt")
-            save_last()
-            if main:  # (save_last has just checked the claim)
-                write_json(summarise(cfg, state, parameter_count, device, data, None, finished=False),
-                           run_dir / "metrics.json")
+                if main:  # (save_last has just checked the claim)
+                    write_json(summarise(cfg, state, parameter_count, device, data, None, finished=False),
+                               run_dir / "metrics.json")
+                    loggers.epoch(record, state.history)
 
-    if not confusion and state.history and data.val is not None:  # resumed a finished run: for the pictures
-        confusion = validate(run)["live"]["confusion"]
-    # the test split, scored once, now: nothing was chosen on it (README, Validation and test)
-    test = score_test(run, run_dir / "best.pt") if state.history else None
-    metrics = summarise(cfg, state, parameter_count, device, data, test, finished=True)
-    if main:
-        still_ours()
-        write_json(metrics, run_dir / "metrics.json")
-        final = {f"hparam/{key}": metrics[key] for key in ("best_val_acc", "final_val_acc", "test_acc")
-                 if metrics[key] is not None}
-        shown = data.val if data.val is not None else data.test  # no validation: the test's, after training
-        board.finish(state.history, confusion or (test["final"]["confusion"] if test else []),
-                     misclassified(model, shown, device, cfg) if shown is not None else None,
-                     hparams(cfg, run_dir), final, test)
+        if not confusion and state.history and data.val is not None:  # a finished run resumed: the pictures
+            confusion = validate(run)["live"]["confusion"]
+        # the test split, scored once, now: nothing was chosen on it (README, Validation and test)
+        test = score_test(run, run_dir / "best.pt") if state.history else None
+        metrics = summarise(cfg, state, parameter_count, device, data, test, finished=True)
+        if main:
+            still_ours()
+            write_json(metrics, run_dir / "metrics.json")
+            final = {f"hparam/{key}": metrics[key] for key in ("best_val_acc", "final_val_acc", "test_acc")
+                     if metrics[key] is not None}
+            shown = data.val if data.val is not None else data.test  # no validation: the test's, at the end
+            board.finish(state.history, confusion or (test["final"]["confusion"] if test else []),
+                         misclassified(model, shown, device, cfg) if shown is not None else None,
+                         hparams(cfg, run_dir), final, test)
+            kept = [run_dir / name for name in ("best.pt", *PICTURES, METRICS_FILE)]  # for the trackers
+            loggers.finish(metrics, [path for path in kept if path.is_file()])
     log.info("%s. Checkpoints: %s", result_words(metrics), run_dir.absolute())
     if distributed.launched_by_torchrun():
         # every process says what it measured: all must agree, the metrics were all-reduced
