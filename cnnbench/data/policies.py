@@ -183,11 +183,13 @@ def affine(images: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor) -> t
     (affine_grid and grid_sample took 4x as long on a CPU)."""
     count, channels, height, width = images.shape
     # A policy draws few distinct (operation, magnitude) pairs (RandAugment: 10 geometric ones):
-    # each pair's map is computed once per batch. One number per pair, since no magnitude
-    # reaches 2**15 (unique over rows, dim=0, took 10x as long).
-    pairs, pair_of_image = torch.unique(op.double() * 2**16 + magnitude.double(), return_inverse=True)
-    first = torch.empty(len(pairs), dtype=torch.long, device=op.device)
-    first.scatter_(0, pair_of_image, torch.arange(count, device=op.device))  # an image of each pair
+    # each pair's map is computed once per batch. One float64 number per pair, since no magnitude
+    # reaches 2**15 (unique over rows, dim=0, took 10x as long), on the CPU (MPS has no float64;
+    # these are a batch's worth of numbers, and the device waited for the counts already).
+    keys = op.cpu().double() * 2**16 + magnitude.cpu().double()
+    pairs, pair_of_image = torch.unique(keys, return_inverse=True)
+    first = torch.empty(len(pairs), dtype=torch.long).scatter_(0, pair_of_image, torch.arange(count))
+    first, pair_of_image = first.to(op.device), pair_of_image.to(op.device)  # an image of each pair
     maps = source_pixels(op.index_select(0, first), magnitude.index_select(0, first), height, width)
     index = maps.index_select(0, pair_of_image).view(count, 1, -1).expand(-1, channels, -1)
     framed = F.pad(images, (1, 1, 1, 1)).flatten(2)  # one pixel of zeros around each image
