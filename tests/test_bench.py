@@ -20,7 +20,8 @@ def test_quick_benchmark_prints_a_row_per_case(tmp_path):
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines() if line.startswith("lenet ")]
     assert [" ".join(row[:3]) for row in rows] == [
-        "lenet fashion_mnist fp32", "lenet fashion_mnist best", "lenet cifar10 fp32", "lenet cifar10 best"]
+        "lenet fashion_mnist fp32", "lenet fashion_mnist best", "lenet cifar10 fp32", "lenet cifar10 best",
+        "lenet cifar10 none", "lenet cifar10 randaugment", "lenet cifar10 trivialaug", "lenet cifar10 autoaugment"]
     for row in rows:
         a, b, c, a_over_b, c_over_a = (float(x.replace(",", "")) for x in row[3:8])
         assert min(a, b, c) > 0

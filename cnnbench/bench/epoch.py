@@ -42,8 +42,8 @@ CASES = [
     ("lenet cifar10 fp32", ["model=lenet", "data=cifar10"]),
     ("lenet cifar10 best", ["model=lenet", "data=cifar10", "channels_last=true", "batch_size=256"]),
     # the automatic policies (per image, on the device) against the same epoch without any augmentation
-    ("lenet cifar10 no augment", ["model=lenet", "data=cifar10", "data.augment.crop_padding=0",
-                                  "data.augment.hflip=false"]),
+    ("lenet cifar10 none", ["model=lenet", "data=cifar10", "data.augment.crop_padding=0",
+                            "data.augment.hflip=false"]),
     ("lenet cifar10 randaugment", ["model=lenet", "data=cifar10", "data.augment.policy=randaugment"]),
     ("lenet cifar10 trivialaug", ["model=lenet", "data=cifar10", "data.augment.policy=trivialaugment"]),
     ("lenet cifar10 autoaugment", ["model=lenet", "data=cifar10", "data.augment.policy=autoaugment_cifar10"]),
