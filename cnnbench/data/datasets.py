@@ -330,6 +330,12 @@ def _kind(values: object) -> str:
     return "nothing" if values is None else type(values).__name__
 
 
+def joined(batches: list[Batch]) -> Batch:
+    """The images and labels of several files as one split (CIFAR-10's five batches, SVHN's train
+    and extra files)."""
+    return torch.cat([images for images, _ in batches]), torch.cat([labels for _, labels in batches])
+
+
 def load_cifar10(cfg: DictConfig) -> tuple[dict[str, Batch], list[str]]:
     """CIFAR-10 from its python batches, checked by content rather than by md5.
 
@@ -343,7 +349,7 @@ def load_cifar10(cfg: DictConfig) -> tuple[dict[str, Batch], list[str]]:
 
     def read() -> dict[str, Batch]:
         train = [_read_cifar_batch(folder / name) for name in names[:5]]
-        return {"train": (torch.cat([b[0] for b in train]), torch.cat([b[1] for b in train])),
+        return {"train": joined(train),
                 "test": _read_cifar_batch(folder / "test_batch")}
 
     return remembered(cfg, [folder / name for name in names], read), CIFAR10_CLASSES
@@ -400,7 +406,7 @@ def load_svhn(cfg: DictConfig) -> tuple[dict[str, Batch], list[str]]:
 
     def read() -> dict[str, Batch]:
         train = [_read_svhn_file(folder / SVHN_FILES[part]) for part in parts if part != "test"]
-        return {"train": (torch.cat([b[0] for b in train]), torch.cat([b[1] for b in train])),
+        return {"train": joined(train),
                 "test": _read_svhn_file(folder / SVHN_FILES["test"])}
 
     return remembered(cfg, [folder / name for name in names], read), list(SVHN_CLASSES)
