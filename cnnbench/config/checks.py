@@ -26,6 +26,8 @@ _RANGES = [
     ("threads", 1, math.inf, True, False, True),
     ("jobs_per_gpu", 1, math.inf, True, False, True),
     ("log_every", 1, math.inf, True, False, True),
+    ("insight.pictures_every", 0, math.inf, True, False, True),
+    ("insight.gradient_stats_every", 0, math.inf, True, False, True),
     ("limit_batches", 1, math.inf, True, False, True),
     ("early_stopping.patience", 0, math.inf, True, False, True),
     ("checkpoint.every_n_steps", 0, math.inf, True, False, True),
@@ -124,7 +126,7 @@ _TEXT_LISTS = {"data.search_dirs": "give a list of folders, e.g. data.search_dir
 _BOOLEANS = ("channels_last", "compile", "sync_bn", "tta", "overfit", "keep_freed_memory", "deterministic",
              "optimizer.nesterov", "optimizer.amsgrad", "data.download", "data.grayscale", "data.permute_pixels",
              "data.augment.hflip", "data.cache", "data.svhn_extra", "model.batch_norm", "model.aux_logits",
-             "ema.warmup", "logger.mlflow.log_checkpoint")
+             "ema.warmup", "logger.mlflow.log_checkpoint", "insight.pictures")
 
 
 # key -> the values it may take
@@ -172,7 +174,7 @@ _ABSENT = object()  # OmegaConf.select's answer for a missing key (None: a key s
 # Keys that hold other keys (`early_stopping=3` would replace the group with a number), and one
 # key inside each, for the message.
 _SECTIONS = {"early_stopping": "patience", "checkpoint": "every_n_steps", "data.augment": "hflip",
-             "ema": "decay", "finetune": "freeze_epochs"}
+             "ema": "decay", "finetune": "freeze_epochs", "insight": "pictures"}
 
 
 def _literal(cfg: DictConfig, key: str) -> Any:

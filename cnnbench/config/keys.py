@@ -16,6 +16,8 @@ RUNTIME_KEYS = ("resume", "steps_per_epoch", "num_workers", "log_every", "device
                 "keep_freed_memory", "jobs_per_gpu", "launcher", "hparams_search", "data.root",
                 "data.download", "data.search_dirs", "data.cache", "data.cache_dir",
                 "data.memory_budget_gb", "data.accuracy_targets",
+                # what TensorBoard is shown of the network (README, "See what the network learned")
+                "insight.pictures", "insight.pictures_every", "insight.gradient_stats_every",
                 # the trackers a run reports to (conf/logger/), each key by name: a sweep folder's name
                 # leaves out only the keys named exactly (tests/test_loggers.py checks they all are)
                 "logger", "logger.mlflow.tracking_uri", "logger.mlflow.experiment_name",

@@ -168,12 +168,14 @@ def _y_axis(draw: ImageDraw.ImageDraw, ticks: list[float], to_y, left: int, righ
 def line_panel(size: tuple[int, int], title: str, x: Sequence[float],
                series: Sequence[tuple[str, Sequence[float], tuple[int, int, int]]],
                bands: Sequence[tuple[Sequence[float | None], Sequence[float | None]] | None] | None = None,
-               legend: bool = True, x_range: tuple[float, float] | None = None) -> Image.Image:
+               legend: bool = True, x_range: tuple[float, float] | None = None,
+               x_label: str = "epoch") -> Image.Image:
     """One line plot: axes with round ticks, a line with a dot per point for each series, a legend.
 
     `bands`, one per series (or None): (low, high) values shaded between in the series' colour (an
     error bar where a point has no neighbour); `legend=False` leaves the legend to the caller (a
-    sweep's names do not fit in one row); `x_range` widens the epoch axis (one epoch alone).
+    sweep's names do not fit in one row); `x_range` widens the epoch axis (one epoch alone);
+    `x_label` names the axis (epochs by default).
     """
     width, height = size
     typeface = font()
@@ -203,7 +205,7 @@ def line_panel(size: tuple[int, int], title: str, x: Sequence[float],
         draw.text((x_pixel, bottom + 6), f"{tick:g}", anchor="mt", font=typeface, fill=GREY)
     draw.rectangle((left, top, right, bottom), outline=GREY)
     draw.text((left, 6), title, anchor="lt", font=typeface, fill=BLACK)
-    draw.text(((left + right) / 2, height - 4), "epoch", anchor="mb", font=typeface, fill=GREY)
+    draw.text(((left + right) / 2, height - 4), x_label, anchor="mb", font=typeface, fill=GREY)
     legend_right = right
     for name, ys, colour in reversed(series):  # the legend: above the plot, right-aligned, in one row
         points = [at(xv, yv) for xv, yv in zip(x, ys, strict=True) if yv is not None and math.isfinite(yv)]
@@ -377,3 +379,74 @@ def curves_image(history: Sequence[dict]) -> Image.Image:
     for index, panel in enumerate(panels):
         image.paste(panel, (index * panels[0].width, 0))
     return image
+
+
+def _tile(values: np.ndarray, size: int) -> Image.Image:
+    """An H x W (grey) or H x W x 3 array of 0..255 as a square-fitting tile `size` pixels across:
+    enlarged pixel for pixel (a 3x3 kernel stays nine squares), shrunk smoothly."""
+    tile = Image.fromarray(values.astype(np.uint8))
+    scale = size / max(tile.size)
+    return tile.convert("RGB").resize((max(1, round(tile.width * scale)), max(1, round(tile.height * scale))),
+                                      Image.NEAREST if scale >= 1 else Image.BILINEAR)
+
+
+def _spread(values: torch.Tensor) -> np.ndarray:
+    """Values stretched to 0..255 by their own minimum and maximum (a flat map is mid-grey)."""
+    values = values.float().cpu()
+    low, high = values.min(), values.max()
+    scaled = (values - low) / (high - low) if high > low else torch.full_like(values, 0.5)
+    return (scaled * 255).round().numpy()
+
+
+def filters_image(name: str, weights: torch.Tensor, limit: int = 64, columns: int = 8) -> Image.Image:
+    """The first `limit` filters (out x in x kh x kw) of a convolution, `columns` to a row: colour
+    for a layer that reads RGB, grey otherwise (the mean over its inputs). Each filter is stretched
+    by its own largest weight, with zero mid-grey, so that its pattern shows whatever its scale."""
+    weights = weights[:limit].float().cpu()
+    if weights.shape[1] != 3:
+        weights = weights.mean(1, keepdim=True)
+    largest = weights.abs().flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    pixels = ((weights / largest + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
+    typeface, cell = font(), CARD_WIDTH // columns
+    title = fit_text(f"{name}: {len(weights)} filters, {'x'.join(map(str, weights.shape[1:]))}"
+                     if weights.shape[1] == 3 else f"{name}: {len(weights)} filters, "
+                     f"{weights.shape[-2]}x{weights.shape[-1]} (mean over inputs)", CARD_WIDTH - 8, typeface)
+    rows = math.ceil(len(pixels) / columns)
+    image = Image.new("RGB", (columns * cell, FONT_SIZE + 10 + rows * cell), WHITE)
+    ImageDraw.Draw(image).text((4, 4), title, font=typeface, fill=BLACK)
+    for index, kernel in enumerate(pixels):
+        tile = _tile(kernel if kernel.shape[-1] == 3 else kernel[..., 0], cell - 4)
+        image.paste(tile, ((index % columns) * cell + 2, FONT_SIZE + 10 + (index // columns) * cell + 2))
+    return image
+
+
+def feature_maps_image(picture: np.ndarray, stages: Sequence[tuple[str, torch.Tensor, torch.Tensor]],
+                       columns: int = 8) -> Image.Image:
+    """One image (H x W x 3 uint8) and, a row per stage, its strongest feature maps: each stage's
+    (name, C x H x W maps, the channels to show), each map stretched by its own range."""
+    typeface, cell, line = font(), CARD_WIDTH // columns, FONT_SIZE + 6
+    head = 2 * cell  # the image itself, two tiles high
+    image = Image.new("RGB", (columns * cell, head + 8 + len(stages) * (line + cell)), WHITE)
+    draw = ImageDraw.Draw(image)
+    image.paste(_tile(picture, head - 4), (2, 2))
+    draw.text((head + 8, head // 2), "feature maps, strongest", anchor="lm", font=typeface, fill=GREY)
+    top = head + 8
+    for name, maps, shown in stages:
+        words = f"{name}: {len(shown)} of {maps.shape[0]}, {maps.shape[-2]}x{maps.shape[-1]}"
+        draw.text((4, top), fit_text(words, CARD_WIDTH - 8, typeface), font=typeface, fill=BLACK)
+        for column, channel in enumerate(shown.tolist()):
+            image.paste(_tile(_spread(maps[channel]), cell - 4), (column * cell + 2, top + line))
+        top += line + cell
+    return image
+
+
+def gradient_flow_image(norms: dict[str, float]) -> Image.Image:
+    """Each layer's gradient norm (log10), from the input's layer to the output's: a line falling
+    towards the input is the vanishing gradient."""
+    layers = list(norms)
+    x = list(range(1, len(layers) + 1))
+    logs = [math.log10(value) if value > 0 else None for value in norms.values()]
+    panel = line_panel((500, 300), "gradient norm per layer (log10)", x, [("", logs, BLUE)], legend=False,
+                       x_label=f"layer: {fit_text(layers[0], 150, font())} ... {fit_text(layers[-1], 150, font())}"
+                       if layers else "layer")
+    return panel

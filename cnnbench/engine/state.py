@@ -107,11 +107,13 @@ class EpochSums:
         self.loss = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
         self.seen, seconds = 0, 0.0
+        self.read_before = (0.0, 0.0, 0)  # loss, correct, images at the last read (see progress)
         if saved:
             loss, correct, self.seen = self.share(saved, distributed.rank(), distributed.world_size())
             self.loss += loss.to(device)
             self.correct += correct.to(device)
             seconds = saved["seconds"]
+            self.read_before = (float(loss), float(correct), self.seen)
         self.clock = time.perf_counter() - seconds
 
     @staticmethod
@@ -136,10 +138,14 @@ class EpochSums:
         """Seconds spent on this epoch so far (before a resume too)."""
         return time.perf_counter() - self.clock
 
-    def so_far(self) -> tuple[float, float]:
-        """This process's mean loss and accuracy so far (for the progress bar; waits for the device)."""
-        seen = max(self.seen, 1)
-        return self.loss.item() / seen, self.correct.item() / seen
+    def progress(self) -> tuple[float, float, float, float]:
+        """This process's mean loss and accuracy over the epoch so far (the progress bar's), and over
+        the images since the last call (TensorBoard's points between epochs); waits for the device."""
+        loss, correct = torch.stack([self.loss, self.correct.float()]).tolist()
+        last_loss, last_correct, last_seen = self.read_before
+        self.read_before = (loss, correct, self.seen)
+        seen, recent = max(self.seen, 1), max(self.seen - last_seen, 1)
+        return loss / seen, correct / seen, (loss - last_loss) / recent, (correct - last_correct) / recent
 
     def saved(self) -> dict[str, Any]:
         """Every process's sums, in rank order, as last.pt stores them (a collective: every process

@@ -5,6 +5,7 @@ reports in metrics.py."""
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from cnnbench.engine.run_folder import METRICS_FILE, PICTURES, find_resume_check
 from cnnbench.engine.state import EpochSums, Run, RunState
 from cnnbench.engine.validation import misclassified, per_class_accuracy, score_test, validate
 from cnnbench.errors import CnnbenchError, Interrupted
+from cnnbench.insight.gradients import LayerWatch
 from cnnbench.loggers import Loggers, check_loggers
 from cnnbench.models.cost import parameters
 from cnnbench.models.torchvision_weights import freeze_pretrained
@@ -123,6 +125,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
         loggers = Loggers.start(resolved, run_dir, state.history, tracker_tags(cfg, run_dir, device), sweep,
                                 resumed=saved is not None)
     confusion: list[list[int]] = []
+    pictured = 0  # the last epoch whose filters and feature maps TensorBoard got
     with loggers:  # a run that fails or is stopped closes its tracker runs as such
         with StopSignals() as signals:
             for epoch in range(state.epoch, cfg.epochs):
@@ -131,7 +134,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
                              cfg.early_stopping.patience, state.best_epoch)
                     break
                 faults = minor_page_faults()
-                trained = train_epoch(run, epoch, state, save_last, signals)
+                trained = train_epoch(run, epoch, state, save_last, signals, board)
                 evaluation_start = time.perf_counter()
                 val = None if trained is None else validate(
                     run, stop=lambda step: signals.stop_now(step, cfg.log_every, device))
@@ -146,6 +149,9 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
                 state.per_class_acc = per_class_accuracy(confusion, data.classes) if confusion else {}
                 state.skipped_images = sorted(set(state.skipped_images) | skipped_images(run))
                 board.epoch(record, confusion)
+                if pictures_due(cfg, record["epoch"]):  # what the convolutions learned (insight/features.py)
+                    board.network(unwrap(model), record["epoch"], data.val)
+                    pictured = record["epoch"]
                 log.info("epoch %d/%d  train loss %.4f acc %.4f  %s  %.0f img/s  %.1f s", epoch + 1,
                          cfg.epochs, record["train_loss"], record["train_acc"], validation_words(record),
                          record["images_per_sec"], record["epoch_time_s"])
@@ -157,6 +163,8 @@ def train(cfg: DictConfig, run_dir: str | Path, resume_from: bool | str | None =
                                run_dir / "metrics.json")
                     loggers.epoch(record, state.history)
 
+        if state.epoch < cfg.epochs and pictured != state.epoch and pictures_due(cfg, cfg.epochs):
+            board.network(unwrap(model), state.epoch, data.val)  # stopped early: its last epoch's too
         if not confusion and state.history and data.val is not None:  # a finished run resumed: the pictures
             confusion = validate(run)["live"]["confusion"]
         # the test split, scored once, now: nothing was chosen on it (README, Validation and test)
@@ -198,11 +206,12 @@ class TrainedEpoch:
 
 
 def train_epoch(run: Run, epoch: int, state: RunState, save_last: Callable[[], None],
-                signals: StopSignals) -> TrainedEpoch | None:
+                signals: StopSignals, board: Board) -> TrainedEpoch | None:
     """One pass over the training data, or the rest of one (from state.step, after a resume).
 
     None when a signal asked the run to stop (state says how far it got). Keeps state.step and
-    state.epoch_sums current, and saves last.pt every checkpoint.every_n_steps steps.
+    state.epoch_sums current, saves last.pt every checkpoint.every_n_steps steps, and gives `board`
+    the training curves between epochs and the gradient statistics (insight.gradient_stats_every).
     """
     cfg, model, optimizer, scaler, device = run.config, run.model, run.optimizer, run.scaler, run.device
     model.train()
@@ -227,6 +236,9 @@ def train_epoch(run: Run, epoch: int, state: RunState, save_last: Callable[[], N
     mixing = Mixing.from_config(cfg.data.get("augment") or {})
     mixing = mixing if mixing.active and not cfg.overfit else None
     added = 0  # batches whose gradients wait for the next optimizer step
+    updates = math.ceil(steps / accumulate)  # optimizer steps per epoch: the x-axis of the curves between epochs
+    stats_every = (cfg.get("insight") or {}).get("gradient_stats_every", 0) if board.enabled else 0
+    layers = LayerWatch(unwrap(model)) if stats_every else None
     optimizer.zero_grad(set_to_none=True)
     bar = tqdm(run.data.train, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=steps, initial=start,
                leave=False, disable=None if distributed.is_main() else True)
@@ -241,8 +253,12 @@ def train_epoch(run: Run, epoch: int, state: RunState, save_last: Callable[[], N
             if mixing else None
         if mix:  # accuracy is then counted against the class with the larger share of each image
             images, targets, labels = mix_batch(images, labels, run.data.num_classes, mix)
-        with autocast(device, cfg.precision):
-            loss, logits = classification_loss(model(images), targets, run.criterion, cfg.aux_loss_weight)
+        update = epoch * updates + step // accumulate + 1  # the run's optimizer step this batch is part of
+        # one optimizer step in every `stats_every`: its last batch's activations, its gradients
+        measured = layers is not None and group_ends and (update - 1) % stats_every == 0
+        with layers.activations_of_next_forward() if measured else contextlib.nullcontext():
+            with autocast(device, cfg.precision):
+                loss, logits = classification_loss(model(images), targets, run.criterion, cfg.aux_loss_weight)
         if watch.skip_batch(loss, step):
             state.skipped_batches += 1
         else:
@@ -256,6 +272,8 @@ def train_epoch(run: Run, epoch: int, state: RunState, save_last: Callable[[], N
         if not group_ends:
             continue
         if added:  # (a group whose every batch was skipped takes no step, as a skipped batch alone)
+            if measured:  # before clipping: the gradients the loss gave (the fp16 loss scale divided out)
+                board.gradients(update, layers.measure(scaler.get_scale() if scaler.is_enabled() else 1.0))
             if cfg.grad_clip > 0:
                 scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -272,8 +290,10 @@ def train_epoch(run: Run, epoch: int, state: RunState, save_last: Callable[[], N
         optimizer_step = (step + 1 + accumulate - 1) // accumulate  # this epoch's, counted from 1
         if (optimizer_step - 1) % cfg.log_every == 0:
             watch.check()  # the bar reads the device now anyway
-            loss_so_far, acc_so_far = sums.so_far()
+            loss_so_far, acc_so_far, recent_loss, recent_acc = sums.progress()
             bar.set_postfix(loss=f"{loss_so_far:.4f}", acc=f"{acc_so_far:.4f}")
+            # the same numbers, between epochs: the warm-up and a loss spike inside an epoch show
+            board.training_steps(update, recent_loss, recent_acc, optimizer.param_groups[0]["lr"])
         # only between optimizer steps: a checkpoint never holds half a group's gradients
         stop = signals.stop_now(optimizer_step - 1, cfg.log_every, device)
         if stop or (every and optimizer_step % every == 0 and step + 1 < steps):
@@ -327,6 +347,16 @@ def result_words(metrics: dict[str, Any]) -> str:
     if metrics["test_acc"] is not None:
         words += f"; test acc {metrics['test_acc']:.4f} (best.pt, scored once)"
     return words
+
+
+def pictures_due(cfg: DictConfig, epoch: int) -> bool:
+    """Whether epoch `epoch` (from 1) ends with the filter and feature-map pictures: the first, the
+    last, and every insight.pictures_every between (insight.pictures=false: never)."""
+    insight = cfg.get("insight") or {}  # (configs saved before the key: as the defaults)
+    if not insight.get("pictures", True):
+        return False
+    every = insight.get("pictures_every", 0)
+    return epoch in (1, cfg.epochs) or bool(every) and epoch % every == 0
 
 
 def stopped_at(state: RunState, epoch: int, cfg: DictConfig) -> str:
