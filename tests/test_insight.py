@@ -10,7 +10,7 @@ from conftest import SMALL_RUN
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from cnnbench.engine.figures import CARD_WIDTH, FONT_SIZE, feature_maps_image, filters_image
+from cnnbench.engine.figures import CARD_WIDTH, FONT_SIZE, feature_maps_image, filters_caption, filters_image
 from cnnbench.engine.train import train
 from cnnbench.errors import CnnbenchError
 from cnnbench.insight.features import first_convolution, stage_outputs, strongest_channels
@@ -78,8 +78,10 @@ def test_the_filter_grid_shows_each_filter_with_a_caption_of_its_shape():
     picture = filters_image("conv1", weights)
     cell = CARD_WIDTH // 8
     assert picture.size == (8 * cell, FONT_SIZE + 10 + 3 * cell)  # 20 filters: three rows of eight
+    assert filters_caption("conv1", weights) == "conv1: 20 filters, 3x5x5"
     grey = filters_image("conv1", torch.randn(70, 2, 3, 3))  # not RGB: the mean over its inputs; 64 at most
     assert grey.size == (8 * cell, FONT_SIZE + 10 + 8 * cell)
+    assert filters_caption("stem", torch.randn(70, 2, 3, 3)) == "stem: 70 filters, 2x3x3 (mean over inputs)"
     # each filter is stretched by its own largest weight: a filter of tiny weights is not flat grey
     tiny = torch.zeros(1, 1, 3, 3)
     tiny[0, 0, 1, 1] = 1e-6

@@ -398,19 +398,25 @@ def _spread(values: torch.Tensor) -> np.ndarray:
     return (scaled * 255).round().numpy()
 
 
+def filters_caption(name: str, weights: torch.Tensor) -> str:
+    """`conv1: 64 filters, 3x7x7`: the layer, its filter count and shape (in x kh x kw), and how a
+    layer that reads neither grey nor RGB is shown."""
+    count, inputs, height, width = weights.shape
+    return f"{name}: {count} filters, {inputs}x{height}x{width}" + ("" if inputs in (1, 3) else " (mean over inputs)")
+
+
 def filters_image(name: str, weights: torch.Tensor, limit: int = 64, columns: int = 8) -> Image.Image:
     """The first `limit` filters (out x in x kh x kw) of a convolution, `columns` to a row: colour
     for a layer that reads RGB, grey otherwise (the mean over its inputs). Each filter is stretched
     by its own largest weight, with zero mid-grey, so that its pattern shows whatever its scale."""
+    title = filters_caption(name, weights)
     weights = weights[:limit].float().cpu()
     if weights.shape[1] != 3:
         weights = weights.mean(1, keepdim=True)
     largest = weights.abs().flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
     pixels = ((weights / largest + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
     typeface, cell = font(), CARD_WIDTH // columns
-    title = fit_text(f"{name}: {len(weights)} filters, {'x'.join(map(str, weights.shape[1:]))}"
-                     if weights.shape[1] == 3 else f"{name}: {len(weights)} filters, "
-                     f"{weights.shape[-2]}x{weights.shape[-1]} (mean over inputs)", CARD_WIDTH - 8, typeface)
+    title = fit_text(title, CARD_WIDTH - 8, typeface)
     rows = math.ceil(len(pixels) / columns)
     image = Image.new("RGB", (columns * cell, FONT_SIZE + 10 + rows * cell), WHITE)
     ImageDraw.Draw(image).text((4, 4), title, font=typeface, fill=BLACK)
@@ -429,7 +435,7 @@ def feature_maps_image(picture: np.ndarray, stages: Sequence[tuple[str, torch.Te
     image = Image.new("RGB", (columns * cell, head + 8 + len(stages) * (line + cell)), WHITE)
     draw = ImageDraw.Draw(image)
     image.paste(_tile(picture, head - 4), (2, 2))
-    draw.text((head + 8, head // 2), "feature maps, strongest", anchor="lm", font=typeface, fill=GREY)
+    draw.text((head + 8, head // 2), "strongest maps", anchor="lm", font=typeface, fill=GREY)
     top = head + 8
     for name, maps, shown in stages:
         words = f"{name}: {len(shown)} of {maps.shape[0]}, {maps.shape[-2]}x{maps.shape[-1]}"
@@ -446,7 +452,7 @@ def gradient_flow_image(norms: dict[str, float]) -> Image.Image:
     layers = list(norms)
     x = list(range(1, len(layers) + 1))
     logs = [math.log10(value) if value > 0 else None for value in norms.values()]
-    panel = line_panel((500, 300), "gradient norm per layer (log10)", x, [("", logs, BLUE)], legend=False,
-                       x_label=f"layer: {fit_text(layers[0], 150, font())} ... {fit_text(layers[-1], 150, font())}"
-                       if layers else "layer")
-    return panel
+    ends = f"layer: {fit_text(layers[0], 110, font())} ... {fit_text(layers[-1], 110, font())}" if layers else "layer"
+    # drawn as wide as TensorBoard's card, so its text is not shrunk there
+    return line_panel((CARD_WIDTH, 260), "gradient norm per layer (log10)", x, [("", logs, BLUE)], legend=False,
+                      x_label=ends)

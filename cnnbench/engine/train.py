@@ -238,7 +238,7 @@ def train_epoch(run: Run, epoch: int, state: RunState, save_last: Callable[[], N
     added = 0  # batches whose gradients wait for the next optimizer step
     updates = math.ceil(steps / accumulate)  # optimizer steps per epoch: the x-axis of the curves between epochs
     stats_every = (cfg.get("insight") or {}).get("gradient_stats_every", 0) if board.enabled else 0
-    layers = LayerWatch(unwrap(model)) if stats_every else None
+    layers = LayerWatch(unwrap(model), activations=not cfg.compile) if stats_every else None
     optimizer.zero_grad(set_to_none=True)
     bar = tqdm(run.data.train, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=steps, initial=start,
                leave=False, disable=None if distributed.is_main() else True)

@@ -30,11 +30,13 @@ class LayerWatch:
     """The layers of one model worth watching: those with a weight matrix or kernel (convolutions,
     linear layers; named as in the model's state_dict), and its activation modules."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, activations: bool = True) -> None:
+        """`activations=False`: gradient norms only (a torch.compile'd model: hooks added and removed
+        around one step would make it compile again, twice, on every measured step)."""
         self.layers = [(name, module.weight) for name, module in model.named_modules()
                        if isinstance(getattr(module, "weight", None), nn.Parameter) and module.weight.dim() > 1]
         self.activations = [(name, module) for name, module in model.named_modules()
-                            if isinstance(module, RECTIFIERS + tuple(SATURATING))]
+                            if isinstance(module, RECTIFIERS + tuple(SATURATING))] if activations else []
         self._sums: dict[str, torch.Tensor] = {}
 
     @contextlib.contextmanager
