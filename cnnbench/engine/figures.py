@@ -384,7 +384,7 @@ def curves_image(history: Sequence[dict]) -> Image.Image:
 def _tile(values: np.ndarray, size: int) -> Image.Image:
     """An H x W (grey) or H x W x 3 array of 0..255 as a square-fitting tile `size` pixels across:
     enlarged pixel for pixel (a 3x3 kernel stays nine squares), shrunk smoothly."""
-    tile = Image.fromarray(values.astype(np.uint8))
+    tile = Image.fromarray(np.nan_to_num(values).astype(np.uint8))  # (weights gone NaN: black, not a warning)
     scale = size / max(tile.size)
     return tile.convert("RGB").resize((max(1, round(tile.width * scale)), max(1, round(tile.height * scale))),
                                       Image.NEAREST if scale >= 1 else Image.BILINEAR)

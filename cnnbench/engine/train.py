@@ -206,12 +206,13 @@ class TrainedEpoch:
 
 
 def train_epoch(run: Run, epoch: int, state: RunState, save_last: Callable[[], None],
-                signals: StopSignals, board: Board) -> TrainedEpoch | None:
+                signals: StopSignals, board: Board | None = None) -> TrainedEpoch | None:
     """One pass over the training data, or the rest of one (from state.step, after a resume).
 
     None when a signal asked the run to stop (state says how far it got). Keeps state.step and
     state.epoch_sums current, saves last.pt every checkpoint.every_n_steps steps, and gives `board`
-    the training curves between epochs and the gradient statistics (insight.gradient_stats_every).
+    the training curves between epochs and the gradient statistics (insight.gradient_stats_every);
+    no board (the benchmarks): neither.
     """
     cfg, model, optimizer, scaler, device = run.config, run.model, run.optimizer, run.scaler, run.device
     model.train()
@@ -237,7 +238,7 @@ def train_epoch(run: Run, epoch: int, state: RunState, save_last: Callable[[], N
     mixing = mixing if mixing.active and not cfg.overfit else None
     added = 0  # batches whose gradients wait for the next optimizer step
     updates = math.ceil(steps / accumulate)  # optimizer steps per epoch: the x-axis of the curves between epochs
-    stats_every = (cfg.get("insight") or {}).get("gradient_stats_every", 0) if board.enabled else 0
+    stats_every = (cfg.get("insight") or {}).get("gradient_stats_every", 0) if board and board.enabled else 0
     layers = LayerWatch(unwrap(model), activations=not cfg.compile) if stats_every else None
     optimizer.zero_grad(set_to_none=True)
     bar = tqdm(run.data.train, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=steps, initial=start,
@@ -293,7 +294,8 @@ def train_epoch(run: Run, epoch: int, state: RunState, save_last: Callable[[], N
             loss_so_far, acc_so_far, recent_loss, recent_acc = sums.progress()
             bar.set_postfix(loss=f"{loss_so_far:.4f}", acc=f"{acc_so_far:.4f}")
             # the same numbers, between epochs: the warm-up and a loss spike inside an epoch show
-            board.training_steps(update, recent_loss, recent_acc, optimizer.param_groups[0]["lr"])
+            if board:
+                board.training_steps(update, recent_loss, recent_acc, optimizer.param_groups[0]["lr"])
         # only between optimizer steps: a checkpoint never holds half a group's gradients
         stop = signals.stop_now(optimizer_step - 1, cfg.log_every, device)
         if stop or (every and optimizer_step % every == 0 and step + 1 < steps):
