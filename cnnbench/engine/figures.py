@@ -63,6 +63,16 @@ def to_pixels(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
     return pixels.permute(0, 2, 3, 1).numpy()
 
 
+def _tile(values: np.ndarray, size: int) -> Image.Image:
+    """An H x W (grey) or H x W x 3 array of 0..255 as an RGB tile whose longer side is `size`
+    pixels: nearest neighbour keeps a 28 px digit's pixels (a 3x3 kernel's nine squares) sharp when
+    enlarged; bilinear shrinks smoothly."""
+    tile = Image.fromarray(np.nan_to_num(values).astype(np.uint8))  # (weights gone NaN: black, not a warning)
+    scale = size / max(tile.size)
+    return tile.convert("RGB").resize((max(1, round(tile.width * scale)), max(1, round(tile.height * scale))),
+                                      Image.NEAREST if scale >= 1 else Image.BILINEAR)
+
+
 def image_grid(images: torch.Tensor, captions: Sequence[Sequence[str]], mean: Sequence[float],
                std: Sequence[float], columns: int = 3) -> Image.Image:
     """Normalised images as the eye sees them, each above its caption lines, `columns` to a row."""
@@ -76,11 +86,7 @@ def image_grid(images: torch.Tensor, captions: Sequence[Sequence[str]], mean: Se
     draw = ImageDraw.Draw(grid)
     for index, (picture, caption) in enumerate(zip(pixels, captions, strict=True)):
         left, top = (index % columns) * cell_width, (index // columns) * cell_height
-        tile = Image.fromarray(picture)
-        scale = TILE / max(tile.size)
-        # nearest neighbour keeps a 28 px digit's pixels sharp when enlarged; bilinear shrinks smoothly
-        tile = tile.resize((max(1, round(tile.width * scale)), max(1, round(tile.height * scale))),
-                           Image.NEAREST if scale >= 1 else Image.BILINEAR)
+        tile = _tile(picture, TILE)
         grid.paste(tile, (left + (cell_width - tile.width) // 2, top + 4 + (TILE - tile.height) // 2))
         for number, line in enumerate(caption):
             line = fit_text(line, cell_width - 4, typeface)
@@ -379,15 +385,6 @@ def curves_image(history: Sequence[dict]) -> Image.Image:
     for index, panel in enumerate(panels):
         image.paste(panel, (index * panels[0].width, 0))
     return image
-
-
-def _tile(values: np.ndarray, size: int) -> Image.Image:
-    """An H x W (grey) or H x W x 3 array of 0..255 as a square-fitting tile `size` pixels across:
-    enlarged pixel for pixel (a 3x3 kernel stays nine squares), shrunk smoothly."""
-    tile = Image.fromarray(np.nan_to_num(values).astype(np.uint8))  # (weights gone NaN: black, not a warning)
-    scale = size / max(tile.size)
-    return tile.convert("RGB").resize((max(1, round(tile.width * scale)), max(1, round(tile.height * scale))),
-                                      Image.NEAREST if scale >= 1 else Image.BILINEAR)
 
 
 def _spread(values: torch.Tensor) -> np.ndarray:

@@ -254,7 +254,8 @@ def train_epoch(run: Run, epoch: int, state: RunState, save_last: Callable[[], N
             if mixing else None
         if mix:  # accuracy is then counted against the class with the larger share of each image
             images, targets, labels = mix_batch(images, labels, run.data.num_classes, mix)
-        update = epoch * updates + step // accumulate + 1  # the run's optimizer step this batch is part of
+        optimizer_step = step // accumulate + 1  # the optimizer step this batch is part of: this epoch's, from 1
+        update = epoch * updates + optimizer_step  # ... and the run's
         # one optimizer step in every `stats_every`: its last batch's activations, its gradients
         measured = layers is not None and group_ends and (update - 1) % stats_every == 0
         with layers.activations_of_next_forward() if measured else contextlib.nullcontext():
@@ -288,7 +289,6 @@ def train_epoch(run: Run, epoch: int, state: RunState, save_last: Callable[[], N
         if epoch == 0 and step + 1 == accumulate and start == 0:  # compiling, cuDNN's kernel tuning
             synchronize(device)
             warmup = (sums.seconds(), len(labels) * accumulate * distributed.world_size())
-        optimizer_step = (step + 1 + accumulate - 1) // accumulate  # this epoch's, counted from 1
         if (optimizer_step - 1) % cfg.log_every == 0:
             watch.check()  # the bar reads the device now anyway
             loss_so_far, acc_so_far, recent_loss, recent_acc = sums.progress()
